@@ -1,0 +1,89 @@
+"""The interactive terminal chat: line editing and history (prompt_toolkit), colours (rich)."""
+
+from __future__ import annotations
+
+from prompt_toolkit import PromptSession
+from prompt_toolkit.history import FileHistory, History, InMemoryHistory
+from rich.console import Console
+from rich.markup import escape
+
+from rejoinder.chat import ChatSession
+from rejoinder.dialogue import Reply
+from rejoinder.errors import InvalidMessage, RejoinderError
+
+HELP = "/quit leaves (Ctrl-D too) · /explain toggles why the bot said it · /id shows the conversation id"
+SHOWN_ON_RESUME = 6
+
+
+def _history() -> History:
+    from rejoinder.store import data_dir
+
+    try:
+        path = data_dir() / "chat_history"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return FileHistory(str(path))
+    except OSError:
+        return InMemoryHistory()
+
+
+def _say(console: Console, bot: str, reply: Reply, explain: bool) -> None:
+    console.print(f"[bold cyan]{escape(bot)}>[/] [cyan]{escape(reply.text)}[/]", highlight=False)
+    if explain and reply.meta:
+        details = ", ".join(f"{k}={v}" for k, v in reply.meta.items() if v not in (None, "", []))
+        console.print(f"  [dim]{escape(details)}[/]", highlight=False)
+
+
+def run_repl(
+    session: ChatSession,
+    opening: Reply | None,
+    *,
+    console: Console,
+    explain: bool = False,
+    prompt: PromptSession[str] | None = None,
+) -> None:
+    """Chat until the user leaves; every answered turn is already stored when it is shown."""
+    prompt = prompt or PromptSession(history=_history())
+    bot = session.bot.name
+    console.print(f"[bold]{bot}[/] · conversation [green]{session.conversation_id}[/]\n[dim]{HELP}[/]", highlight=False)
+    if opening is None and session.dialogue.messages:
+        console.print(f"[dim]… resuming; the last {SHOWN_ON_RESUME} messages:[/]")
+        for message in session.dialogue.messages[-SHOWN_ON_RESUME:]:
+            if message.role == "assistant":
+                _say(console, bot, Reply(message.text), False)
+            else:
+                console.print(f"[bold green]you>[/] {escape(message.text)}", highlight=False)
+    elif opening is not None:
+        _say(console, bot, opening, explain)
+
+    while True:
+        try:
+            text = prompt.prompt([("ansibrightgreen bold", "you> ")])
+        except (EOFError, KeyboardInterrupt):
+            break
+        command = text.strip().lower()
+        if command in {"/quit", "/exit", "/q"}:
+            break
+        if command == "/explain":
+            explain = not explain
+            console.print(f"[dim]explain {'on' if explain else 'off'}[/]")
+            continue
+        if command == "/id":
+            console.print(session.conversation_id)
+            continue
+        if command in {"/help", "/?"}:
+            console.print(f"[dim]{HELP}[/]")
+            continue
+        if not text.strip():
+            continue
+        try:
+            reply = session.send(text)
+        except InvalidMessage as exc:
+            console.print(f"[yellow]{escape(str(exc))}[/]", highlight=False)
+            continue
+        except RejoinderError as exc:
+            console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
+            continue
+        _say(console, bot, reply, explain)
+    console.print(
+        f"[dim]Saved. Resume with: rejoinder chat --conversation {session.conversation_id}[/]", highlight=False
+    )

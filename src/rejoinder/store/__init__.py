@@ -1,0 +1,301 @@
+"""The store: conversations, messages and bot state, through SQLAlchemy.
+
+Default: a SQLite file (WAL journal, full sync) in the user data directory. ``REJOINDER_DB_URL``
+(or the ``url`` argument) selects any SQLAlchemy URL, PostgreSQL included
+(``postgresql+psycopg://user:pass@host/db``). The schema is migrated to the newest revision with
+Alembic when the store opens.
+
+Every turn (the user's message, the bot's reply and the bot's new state) is written in one
+transaction that is committed before the reply is returned, so a process killed at any moment
+loses no answered message, and a state saved by another process in the meantime is detected
+(``ConcurrentUpdate``) instead of silently overwritten.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, func, select, update
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from rejoinder.dialogue import Dialogue, Message, utcnow
+from rejoinder.errors import ConcurrentUpdate, ConversationNotFound, StoreError
+from rejoinder.store.models import BotState, Conversation, MessageRow
+
+ENV_URL = "REJOINDER_DB_URL"
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def data_dir() -> Path:
+    """Where Rejoinder keeps its files (``REJOINDER_HOME`` overrides the platform's user data dir)."""
+    override = os.environ.get("REJOINDER_HOME")
+    if override:
+        return Path(override)
+    from platformdirs import user_data_dir
+
+    return Path(user_data_dir("rejoinder", appauthor=False))
+
+
+def default_url() -> str:
+    return os.environ.get(ENV_URL) or f"sqlite:///{data_dir() / 'rejoinder.db'}"
+
+
+@dataclass(frozen=True)
+class ConversationInfo:
+    id: str
+    bot: str
+    bot_options: dict[str, Any]
+    user_id: str | None
+    created_at: datetime
+    updated_at: datetime
+    message_count: int
+
+
+def _aware(value: datetime) -> datetime:
+    """SQLite returns naive datetimes; everything the store writes is UTC."""
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def _set_sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=FULL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.close()
+
+
+class Store:
+    """Conversations and their state in a SQL database."""
+
+    def __init__(self, url: str | None = None, *, migrate: bool = True) -> None:
+        self.url = url or default_url()
+        try:
+            parsed = make_url(self.url)
+        except ArgumentError:
+            raise StoreError(f"{self.url!r} is not a database URL (expected e.g. sqlite:///path.db)") from None
+        self.display_url = parsed.render_as_string(hide_password=True)
+        self.is_sqlite = parsed.get_backend_name() == "sqlite"
+        if self.is_sqlite and parsed.database and parsed.database != ":memory:":
+            folder = Path(parsed.database).expanduser().parent
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(f"cannot create the folder {folder} for {self.display_url}: {exc.strerror}") from None
+        try:
+            self.engine: Engine = create_engine(self.url, pool_pre_ping=not self.is_sqlite)
+        except ModuleNotFoundError as exc:
+            raise StoreError(
+                f"the database driver {exc.name!r} for {self.display_url} is not installed "
+                "(for PostgreSQL: pip install 'rejoinder[postgres]')"
+            ) from None
+        if self.is_sqlite:
+            event.listen(self.engine, "connect", _set_sqlite_pragmas)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        if migrate:
+            self.migrate()
+
+    # -- schema ----------------------------------------------------------------------------------
+    def _alembic_config(self) -> Any:
+        from alembic.config import Config
+
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS))
+        config.set_main_option("sqlalchemy.url", self.url.replace("%", "%%"))
+        return config
+
+    def migrate(self) -> None:
+        """Bring the schema to the newest revision this version of Rejoinder knows."""
+        from alembic import command
+        from alembic.script import ScriptDirectory
+
+        config = self._alembic_config()
+        heads = set(ScriptDirectory.from_config(config).get_heads())
+        try:
+            with self.engine.begin() as connection:
+                current = self._current_revision(connection)
+                known = {rev.revision for rev in ScriptDirectory.from_config(config).walk_revisions()}
+                if current is not None and current not in known:
+                    raise StoreError(
+                        f"the database {self.display_url} is at schema revision {current}, which this "
+                        f"version of Rejoinder does not know (newest known: {', '.join(sorted(heads))}); "
+                        "upgrade Rejoinder"
+                    )
+                if current not in heads:
+                    config.attributes["connection"] = connection
+                    command.upgrade(config, "head")
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot open the database {self.display_url}: {getattr(exc, 'orig', exc)}") from None
+
+    @staticmethod
+    def _current_revision(connection: Any) -> str | None:
+        from alembic.runtime.migration import MigrationContext
+
+        return MigrationContext.configure(connection).get_current_revision()
+
+    def revision(self) -> str | None:
+        with self.engine.connect() as connection:
+            return self._current_revision(connection)
+
+    # -- sessions --------------------------------------------------------------------------------
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A transaction: committed when the block ends, rolled back on any error."""
+        session = self._sessions()
+        try:
+            yield session
+            session.commit()
+        except SQLAlchemyError as exc:
+            session.rollback()
+            raise StoreError(f"database error on {self.display_url}: {exc}") from exc
+        except BaseException:
+            session.rollback()
+            raise
+        finally:
+            session.close()
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- conversations -------------------------------------------------------------------------------
+    def create_conversation(
+        self,
+        bot: str,
+        *,
+        bot_options: dict[str, Any] | None = None,
+        user_id: str | None = None,
+        state: dict[str, Any] | None = None,
+    ) -> str:
+        now = utcnow()
+        conversation_id = str(uuid.uuid4())
+        with self.session() as s:
+            s.add(
+                Conversation(
+                    id=conversation_id,
+                    bot=bot,
+                    bot_options=dict(bot_options or {}),
+                    user_id=user_id,
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+            s.add(
+                BotState(conversation_id=conversation_id, bot=bot, state=dict(state or {}), version=0, updated_at=now)
+            )
+        return conversation_id
+
+    def _info(self, s: Session, row: Conversation) -> ConversationInfo:
+        count = s.scalar(select(func.count()).select_from(MessageRow).where(MessageRow.conversation_id == row.id))
+        return ConversationInfo(
+            row.id,
+            row.bot,
+            dict(row.bot_options or {}),
+            row.user_id,
+            _aware(row.created_at),
+            _aware(row.updated_at),
+            count or 0,
+        )
+
+    def get_conversation(self, conversation_id: str) -> ConversationInfo:
+        with self.session() as s:
+            row = s.get(Conversation, conversation_id)
+            if row is None:
+                raise ConversationNotFound(conversation_id)
+            return self._info(s, row)
+
+    def list_conversations(self, *, limit: int = 20, user_id: str | None = None) -> list[ConversationInfo]:
+        with self.session() as s:
+            query = select(Conversation).order_by(Conversation.updated_at.desc()).limit(limit)
+            if user_id is not None:
+                query = query.where(Conversation.user_id == user_id)
+            return [self._info(s, row) for row in s.scalars(query)]
+
+    def delete_conversation(self, conversation_id: str) -> None:
+        with self.session() as s:
+            row = s.get(Conversation, conversation_id)
+            if row is None:
+                raise ConversationNotFound(conversation_id)
+            s.delete(row)
+
+    def load_dialogue(self, conversation_id: str) -> Dialogue:
+        with self.session() as s:
+            row = s.get(Conversation, conversation_id)
+            if row is None:
+                raise ConversationNotFound(conversation_id)
+            messages = [
+                Message(
+                    role=m.role,  # type: ignore[arg-type]
+                    text=m.text,
+                    bot=m.bot,
+                    user_id=m.user_id,
+                    created_at=_aware(m.created_at),
+                    meta=dict(m.meta or {}),
+                )
+                for m in s.scalars(
+                    select(MessageRow).where(MessageRow.conversation_id == conversation_id).order_by(MessageRow.seq)
+                )
+            ]
+            state_row = s.get(BotState, conversation_id)
+            return Dialogue(
+                bot=row.bot,
+                messages=messages,
+                state=dict(state_row.state) if state_row else {},
+                conversation_id=conversation_id,
+                user_id=row.user_id,
+                version=state_row.version if state_row else 0,
+            )
+
+    def append_turn(
+        self,
+        conversation_id: str,
+        messages: Sequence[Message],
+        state: dict[str, Any],
+        *,
+        expected_version: int,
+    ) -> int:
+        """Write messages and the bot's new state in one transaction; return the new state version.
+
+        Raises :class:`ConcurrentUpdate` (and writes nothing) when the stored state is no longer
+        at ``expected_version`` because another process answered in this conversation meanwhile.
+        """
+        now = utcnow()
+        with self.session() as s:
+            conversation = s.get(Conversation, conversation_id)
+            if conversation is None:
+                raise ConversationNotFound(conversation_id)
+            result = s.execute(
+                update(BotState)
+                .where(BotState.conversation_id == conversation_id, BotState.version == expected_version)
+                .values(state=state, version=expected_version + 1, updated_at=now)
+            )
+            if result.rowcount != 1:
+                raise ConcurrentUpdate(
+                    f"conversation {conversation_id} was answered elsewhere (state is no longer at version "
+                    f"{expected_version}); reload it and try again"
+                )
+            last = s.scalar(select(func.max(MessageRow.seq)).where(MessageRow.conversation_id == conversation_id))
+            seq = (last or 0) + 1
+            for offset, message in enumerate(messages):
+                s.add(
+                    MessageRow(
+                        conversation_id=conversation_id,
+                        seq=seq + offset,
+                        role=message.role,
+                        text=message.text,
+                        bot=message.bot,
+                        user_id=message.user_id,
+                        created_at=message.created_at,
+                        meta=message.meta,
+                    )
+                )
+            conversation.updated_at = now
+        return expected_version + 1
