@@ -17,7 +17,7 @@ from rejoinder.store import Store, default_url
 
 
 def test_a_new_database_is_migrated_to_the_newest_revision(store):
-    assert store.revision() == "0001"
+    assert store.revision() == "0002"
 
 
 def test_sqlite_runs_in_wal_mode_with_foreign_keys(tmp_path):

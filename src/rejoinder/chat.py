@@ -75,7 +75,7 @@ class ChatSession:
     ) -> tuple[ChatSession, Reply | None]:
         """Create a conversation; return the session and the bot's opening remark (already stored)."""
         options = dict(bot_options or {})
-        bot = bot or create_bot(bot_name, options)
+        bot = bot or create_bot(bot_name, options, store=store)
         conversation_id = store.create_conversation(bot_name, bot_options=options, user_id=user_id)
         dialogue = Dialogue(bot=bot_name, conversation_id=conversation_id, user_id=user_id)
         session = cls(store, bot, dialogue, max_message_chars())
@@ -89,7 +89,7 @@ class ChatSession:
     def resume(cls, store: Store, conversation_id: str, *, bot: Bot | None = None) -> ChatSession:
         """Continue a stored conversation with the bot (and options) it was started with."""
         info = store.get_conversation(conversation_id)
-        bot = bot or create_bot(info.bot, info.bot_options)
+        bot = bot or create_bot(info.bot, info.bot_options, store=store)
         return cls(store, bot, store.load_dialogue(conversation_id), max_message_chars())
 
     # -- turns -------------------------------------------------------------------------------------

@@ -36,6 +36,15 @@ def _fail(error: Exception) -> typer.Exit:
     return typer.Exit(code=2)
 
 
+def _local_user() -> str:
+    import getpass
+
+    try:
+        return f"local:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return "local"
+
+
 def _parse_options(pairs: list[str]) -> dict[str, Any]:
     options: dict[str, Any] = {}
     for pair in pairs:
@@ -53,7 +62,10 @@ def bots_command() -> None:
 
     table = Table("bot", "description", "options", box=None, header_style="bold")
     for name, entry in available_bots().items():
-        table.add_row(name, entry.description, ", ".join(entry.options()))
+        try:
+            table.add_row(name, entry.description, ", ".join(entry.options()))
+        except ImportError as exc:
+            table.add_row(name, f"[dim]unavailable: needs {exc.name} (see the README for its extra)[/]", "")
     console.print(table)
 
 
@@ -72,7 +84,9 @@ def chat_command(
     option: Annotated[
         list[str] | None, typer.Option("--option", "-o", help="Bot option KEY=VALUE (repeatable).")
     ] = None,
-    user: Annotated[str | None, typer.Option("--user", help="User id recorded with your messages.")] = None,
+    user: Annotated[
+        str | None, typer.Option("--user", help="User id recorded with your messages (default: local:<login name>).")
+    ] = None,
     db: DbOption = None,
     explain: Annotated[bool, typer.Option("--explain", help="Show why the bot answered as it did.")] = False,
 ) -> None:
@@ -101,7 +115,7 @@ def chat_command(
             options.update(_parse_options(option or []))
             if script is not None:
                 options["script"] = str(script.expanduser().resolve())
-            session, opening = ChatSession.start(store, name, options, user_id=user)
+            session, opening = ChatSession.start(store, name, options, user_id=user or _local_user())
     except RejoinderError as exc:
         raise _fail(exc) from None
 
@@ -194,6 +208,160 @@ def db_command(
     try:
         store = Store(db)
         console.print(f"database: {store.display_url}\nschema revision: {store.revision()}", highlight=False)
+    except RejoinderError as exc:
+        raise _fail(exc) from None
+
+
+train_app = typer.Typer(help="Train bots: import corpora, fit models.", no_args_is_help=True)
+retrieval_app = typer.Typer(
+    help="Look after the retrieval bot's memory: review, approve, forget.", no_args_is_help=True
+)
+app.add_typer(train_app, name="train")
+app.add_typer(retrieval_app, name="retrieval")
+
+CollectionOption = Annotated[str, typer.Option("--collection", help="Which retrieval memory (one per bot).")]
+
+
+def _retrieval_memory(db: str | None, collection: str) -> Any:
+    from rejoinder.bots.retrieval.memory import RetrievalMemory
+    from rejoinder.store import Store
+
+    return RetrievalMemory(Store(db), collection)
+
+
+@train_app.command("retrieval")
+def train_retrieval_command(
+    corpus: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--corpus",
+            help="chitchat (default), self-dialogue[=PATH], chatterbot[:LANGUAGE], or a .jsonl/.csv file (repeatable).",
+        ),
+    ] = None,
+    collection: CollectionOption = "default",
+    window: Annotated[int, typer.Option(help="Turns of context kept before each reply.")] = 3,
+    limit: Annotated[int | None, typer.Option(help="Import at most this many exchanges per corpus.")] = None,
+    embedder: Annotated[str, typer.Option(help="minilm (default) or hashing.")] = "minilm",
+    threshold: Annotated[float, typer.Option(help="Toxicity score at which a reply is refused.")] = 0.8,
+    policy: Annotated[Path | None, typer.Option(help="Moderation policy file (YAML/JSON).")] = None,
+    db: DbOption = None,
+) -> None:
+    """Import corpora into the retrieval bot's memory (screened for toxicity, deduplicated, indexed)."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from rejoinder.bots.retrieval.bot import shared_embedder
+    from rejoinder.bots.retrieval.moderation import Moderator
+    from rejoinder.bots.retrieval.train import import_corpus
+
+    try:
+        memory = _retrieval_memory(db, collection)
+        moderator = Moderator.from_policy_file(policy) if policy else Moderator(threshold=threshold)
+        model = shared_embedder(embedder)
+        table = Table("corpus", "read", "new", "duplicates", "refused", "seconds", "per second", box=None)
+        for spec in corpus or ["chitchat"]:
+            with Progress(
+                TextColumn(f"[bold]{escape(spec)}[/]"),
+                BarColumn(),
+                TextColumn("{task.fields[read]} read · {task.fields[new]} new · {task.fields[refused]} refused"),
+                TimeElapsedColumn(),
+                console=err_console,
+                transient=True,
+            ) as bar:
+                task = bar.add_task(spec, total=None, read=0, new=0, refused=0)
+
+                def progress(read: int, new: int, refused: int, _task: Any = task, _bar: Any = bar) -> None:
+                    _bar.update(_task, read=read, new=new, refused=refused)
+
+                report = import_corpus(memory, model, moderator, spec, window=window, limit=limit, progress=progress)
+            table.add_row(
+                spec,
+                str(report.read),
+                str(report.imported),
+                str(report.duplicates),
+                str(report.refused),
+                f"{report.seconds:.1f}",
+                f"{report.per_second:.0f}",
+            )
+        console.print(table)
+        console.print(f"collection {collection!r} now serves {memory.stats().get('approved', 0)} exchanges")
+    except RejoinderError as exc:
+        raise _fail(exc) from None
+
+
+@retrieval_app.command("stats")
+def retrieval_stats_command(collection: CollectionOption = "default", db: DbOption = None) -> None:
+    """How many exchanges are served, quarantined and rejected."""
+    try:
+        stats = _retrieval_memory(db, collection).stats()
+    except RejoinderError as exc:
+        raise _fail(exc) from None
+    for status in ("approved", "quarantined", "rejected"):
+        console.print(f"{status}: {stats.get(status, 0)}")
+
+
+@retrieval_app.command("review")
+def retrieval_review_command(
+    collection: CollectionOption = "default",
+    status: Annotated[str, typer.Option(help="quarantined (default), rejected or approved.")] = "quarantined",
+    limit: Annotated[int, typer.Option(help="How many, most taught first.")] = 50,
+    db: DbOption = None,
+) -> None:
+    """List learned replies waiting in quarantine (with how many distinct users taught each)."""
+    try:
+        rows = _retrieval_memory(db, collection).review(status=status, limit=limit)
+    except RejoinderError as exc:
+        raise _fail(exc) from None
+    table = Table("id", "teachers", "context", "reply", "toxicity", box=None, header_style="bold")
+    for row in rows:
+        table.add_row(str(row.id), str(row.teachers), escape(row.context[-1]), escape(row.reply), f"{row.toxicity:.2f}")
+    console.print(table)
+
+
+@retrieval_app.command("approve")
+def retrieval_approve_command(
+    ids: Annotated[list[int], typer.Argument(help="Exchange ids (see `rejoinder retrieval review`).")],
+    collection: CollectionOption = "default",
+    db: DbOption = None,
+) -> None:
+    """Serve these learned replies."""
+    try:
+        changed = _retrieval_memory(db, collection).set_status(ids, "approved")
+    except RejoinderError as exc:
+        raise _fail(exc) from None
+    console.print(f"approved {changed}")
+
+
+@retrieval_app.command("reject")
+def retrieval_reject_command(
+    ids: Annotated[list[int], typer.Argument(help="Exchange ids.")],
+    collection: CollectionOption = "default",
+    db: DbOption = None,
+) -> None:
+    """Never serve these replies (they stay recorded, so teaching them again does not revive them)."""
+    try:
+        changed = _retrieval_memory(db, collection).set_status(ids, "rejected")
+    except RejoinderError as exc:
+        raise _fail(exc) from None
+    console.print(f"rejected {changed}")
+
+
+@retrieval_app.command("forget")
+def retrieval_forget_command(
+    ids: Annotated[list[int] | None, typer.Argument(help="Exchange ids to delete.")] = None,
+    user: Annotated[str | None, typer.Option("--user", help="Remove everything this user taught.")] = None,
+    collection: CollectionOption = "default",
+    db: DbOption = None,
+) -> None:
+    """Delete exchanges by id, or everything one user taught."""
+    if bool(ids) == bool(user):
+        raise _fail(RejoinderError("give exchange ids or --user ID (one of the two)"))
+    try:
+        memory = _retrieval_memory(db, collection)
+        if user:
+            teachings, exchanges = memory.forget_user(user)
+            console.print(f"removed {teachings} teachings by {user} and {exchanges} exchanges only they taught")
+        else:
+            console.print(f"deleted {memory.forget(ids or [])}")
     except RejoinderError as exc:
         raise _fail(exc) from None
 

@@ -51,9 +51,19 @@ class BotEntry:
         return doc.splitlines()[0] if doc else ""
 
     def options(self) -> dict[str, Any]:
-        """The options the factory accepts, with their defaults (``inspect.Parameter.empty`` if required)."""
+        """The options the factory accepts, with their defaults (``inspect.Parameter.empty`` if required).
+
+        A factory parameter named ``store`` is not an option: it receives the conversation store.
+        """
         params = inspect.signature(self.load()).parameters
-        return {name: p.default for name, p in params.items() if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
+        return {
+            name: p.default
+            for name, p in params.items()
+            if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and name != "store"
+        }
+
+    def wants_store(self) -> bool:
+        return "store" in inspect.signature(self.load()).parameters
 
 
 @cache
@@ -63,8 +73,11 @@ def available_bots() -> dict[str, BotEntry]:
     return dict(sorted(found.items()))
 
 
-def create_bot(name: str, options: dict[str, Any] | None = None) -> Bot:
-    """Build the bot registered as ``name`` with ``options``; unknown names and options are errors."""
+def create_bot(name: str, options: dict[str, Any] | None = None, *, store: Any = None) -> Bot:
+    """Build the bot registered as ``name`` with ``options``; unknown names and options are errors.
+
+    ``store`` (a :class:`~rejoinder.store.Store`) is handed to bots that keep data of their own.
+    """
     bots = available_bots()
     entry = bots.get(name)
     if entry is None:
@@ -76,7 +89,33 @@ def create_bot(name: str, options: dict[str, Any] | None = None) -> Bot:
         raise ConfigError(
             f"bot {name!r} has no option {', '.join(unknown)}; its options are: {', '.join(accepted) or 'none'}"
         )
+    if entry.wants_store():
+        options["store"] = store
     return entry.load()(**options)
+
+
+def as_bool(name: str, value: Any) -> bool:
+    """An option value as a boolean (options from the command line arrive as text)."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in {"1", "true", "yes", "on"}:
+        return True
+    if text in {"0", "false", "no", "off"}:
+        return False
+    raise ConfigError(f"option {name}={value!r}: expected true or false")
+
+
+def as_number(name: str, value: Any, kind: type[int] | type[float]) -> Any:
+    """An option value as an int or float, or a ConfigError naming the option."""
+    if isinstance(value, kind) and not isinstance(value, bool):
+        return value
+    try:
+        return kind(str(value).strip())
+    except ValueError:
+        raise ConfigError(
+            f"option {name}={value!r}: expected {'a whole number' if kind is int else 'a number'}"
+        ) from None
 
 
 def load_bot_config(path: str | Path) -> tuple[str, dict[str, Any]]:

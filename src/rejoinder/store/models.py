@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -63,3 +63,65 @@ class BotState(Base):
     updated_at: Mapped[datetime]
 
     conversation: Mapped[Conversation] = relationship(back_populates="state")
+
+
+# --- the retrieval bot's memory -----------------------------------------------------------------
+
+
+class RetrievalExchange(Base):
+    """A human reply with the context it answered, in one collection (one retrieval bot's memory)."""
+
+    __tablename__ = "retrieval_exchanges"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    collection: Mapped[str] = mapped_column(String(100))
+    key: Mapped[str] = mapped_column(String(64))
+    """Digest of the normalised last context utterance and reply: one row per distinct pair."""
+    context: Mapped[list[str]] = mapped_column(JSON)
+    reply: Mapped[str] = mapped_column(Text)
+    source: Mapped[str] = mapped_column(String(200))
+    conversation: Mapped[str | None] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(20))
+    """``approved`` (served), ``quarantined`` (learned, waiting for more teachers or an admin) or ``rejected``."""
+    toxicity: Mapped[float] = mapped_column(default=0.0)
+    vector: Mapped[bytes | None] = mapped_column(LargeBinary)
+    """The context embedding (float16), so that the index can be rebuilt without re-embedding."""
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+    __table_args__ = (
+        UniqueConstraint("collection", "key", name="uq_retrieval_exchanges_collection_key"),
+        Index("ix_retrieval_exchanges_status", "collection", "status"),
+    )
+
+
+class RetrievalTeacher(Base):
+    """Who taught an exchange, in which conversation: the basis of quarantine and of forgetting."""
+
+    __tablename__ = "retrieval_teachers"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    exchange_id: Mapped[int] = mapped_column(ForeignKey("retrieval_exchanges.id", ondelete="CASCADE"))
+    user_id: Mapped[str] = mapped_column(String(200))
+    conversation_id: Mapped[str | None] = mapped_column(String(36))
+    created_at: Mapped[datetime]
+
+    __table_args__ = (
+        Index("ix_retrieval_teachers_exchange", "exchange_id"),
+        Index("ix_retrieval_teachers_user", "user_id", "created_at"),
+    )
+
+
+class RetrievalChange(Base):
+    """Append-only log of what entered or left the served set; indexes replay it to catch up."""
+
+    __tablename__ = "retrieval_changes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    collection: Mapped[str] = mapped_column(String(100))
+    exchange_id: Mapped[int]
+    op: Mapped[str] = mapped_column(String(10))
+    """``add`` or ``remove``."""
+    created_at: Mapped[datetime]
+
+    __table_args__ = (Index("ix_retrieval_changes_collection", "collection", "id"),)

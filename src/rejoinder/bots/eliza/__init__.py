@@ -14,6 +14,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from rejoinder.bots import as_bool
 from rejoinder.bots.eliza.engine import ElizaEngine, Punctuation
 from rejoinder.bots.eliza.script import Script, load_script
 from rejoinder.dialogue import Dialogue, Reply
@@ -113,17 +114,6 @@ class ElizaBot:
         return Reply(present(turn.words, self.language, self.friendly), meta=meta)
 
 
-def _to_bool(name: str, value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in {"1", "true", "yes", "on"}:
-        return True
-    if text in {"0", "false", "no", "off"}:
-        return False
-    raise ConfigError(f"option {name}={value!r}: expected true or false")
-
-
 def create(
     script: str | Path = "doctor",
     punctuation: str = "1966",
@@ -140,9 +130,9 @@ def create(
         load_script(path),
         name=name,
         punctuation=punctuation,  # type: ignore[arg-type]
-        friendly=_to_bool("friendly", friendly),
+        friendly=as_bool("friendly", friendly),
         language=language,
-        morphology=_to_bool("morphology", morphology),
+        morphology=as_bool("morphology", morphology),
     )
 
 

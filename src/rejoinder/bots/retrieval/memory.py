@@ -1,0 +1,385 @@
+"""What the retrieval bot knows, kept in the store: exchanges, who taught them, and a change log.
+
+An exchange is served only while its status is ``approved``. Imported corpora are approved once
+they pass the moderation screen. Replies learned from users start ``quarantined`` and are
+approved when enough distinct users have taught the same reply to the same context, or when an
+admin approves them. Every change to the served set is appended to ``retrieval_changes``; the
+index replays that log, so every process (and every restart) converges on the same served set.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import unicodedata
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+from sqlalchemy import delete, func, insert, select
+from sqlalchemy.exc import IntegrityError
+
+from rejoinder.dialogue import utcnow
+from rejoinder.errors import RejoinderError
+from rejoinder.store import Store
+from rejoinder.store.models import RetrievalChange, RetrievalExchange, RetrievalTeacher
+
+APPROVED, QUARANTINED, REJECTED = "approved", "quarantined", "rejected"
+LEARNED = "learned"
+
+_SPACES = re.compile(r"\s+")
+_EDGE_PUNCTUATION = re.compile(r"^[\W_]+|[\W_]+$", re.UNICODE)
+
+
+def normalise(text: str) -> str:
+    """Case-, space- and edge-punctuation-insensitive form used to recognise the same utterance."""
+    text = unicodedata.normalize("NFKC", text).casefold()
+    return _EDGE_PUNCTUATION.sub("", _SPACES.sub(" ", text).strip())
+
+
+def exchange_key(context_last: str, reply: str) -> str:
+    return hashlib.sha256(f"{normalise(context_last)}\x1f{normalise(reply)}".encode()).hexdigest()
+
+
+def pack_vector(vector: np.ndarray) -> bytes:
+    return np.asarray(vector, dtype=np.float16).tobytes()
+
+
+def unpack_vectors(blobs: Sequence[bytes], dim: int) -> np.ndarray:
+    return np.frombuffer(b"".join(blobs), dtype=np.float16).reshape(len(blobs), dim).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class NewExchange:
+    context: tuple[str, ...]
+    reply: str
+    source: str
+    conversation: str | None
+    vector: np.ndarray
+    toxicity: float = 0.0
+
+
+@dataclass(frozen=True)
+class Taught:
+    """What became of one thing a user taught."""
+
+    exchange_id: int
+    status: str
+    teachers: int
+    created: bool
+
+
+@dataclass(frozen=True)
+class ExchangeInfo:
+    id: int
+    context: list[str]
+    reply: str
+    source: str
+    status: str
+    teachers: int
+    toxicity: float
+
+
+class RetrievalMemory:
+    """The exchanges of one collection (one retrieval bot's memory) in a store."""
+
+    def __init__(self, store: Store, collection: str = "default") -> None:
+        self.store = store
+        self.collection = collection
+
+    # -- import -------------------------------------------------------------------------------------
+    def add_approved(self, rows: Sequence[NewExchange]) -> int:
+        """Insert corpus exchanges as served; those already known are skipped. Returns how many were new."""
+        if not rows:
+            return 0
+        now = utcnow()
+        keyed = {exchange_key(r.context[-1], r.reply): r for r in rows}
+        with self.store.session() as s:
+            known = set(
+                s.scalars(
+                    select(RetrievalExchange.key).where(
+                        RetrievalExchange.collection == self.collection, RetrievalExchange.key.in_(list(keyed))
+                    )
+                )
+            )
+            fresh = [(key, row) for key, row in keyed.items() if key not in known]
+            if not fresh:
+                return 0
+            s.execute(
+                insert(RetrievalExchange),
+                [
+                    {
+                        "collection": self.collection,
+                        "key": key,
+                        "context": list(row.context),
+                        "reply": row.reply,
+                        "source": row.source,
+                        "conversation": row.conversation,
+                        "status": APPROVED,
+                        "toxicity": row.toxicity,
+                        "vector": pack_vector(row.vector),
+                        "created_at": now,
+                        "updated_at": now,
+                    }
+                    for key, row in fresh
+                ],
+            )
+            ids = s.execute(
+                select(RetrievalExchange.id).where(
+                    RetrievalExchange.collection == self.collection,
+                    RetrievalExchange.key.in_([key for key, _ in fresh]),
+                )
+            ).scalars()
+            self._log(s, [(i, "add") for i in ids], now)
+        return len(fresh)
+
+    def _log(self, s: Any, entries: Iterable[tuple[int, str]], now: datetime) -> None:
+        rows = [{"collection": self.collection, "exchange_id": i, "op": op, "created_at": now} for i, op in entries]
+        if rows:
+            s.execute(insert(RetrievalChange), rows)
+
+    # -- learning -------------------------------------------------------------------------------------
+    def teachings_since(self, user_id: str, since: datetime) -> int:
+        with self.store.session() as s:
+            return (
+                s.scalar(
+                    select(func.count())
+                    .select_from(RetrievalTeacher)
+                    .where(RetrievalTeacher.user_id == user_id, RetrievalTeacher.created_at >= since)
+                )
+                or 0
+            )
+
+    def teach(
+        self,
+        context: Sequence[str],
+        reply: str,
+        *,
+        user_id: str,
+        conversation_id: str | None,
+        vector: np.ndarray | None,
+        toxicity: float,
+        min_teachers: int,
+    ) -> Taught:
+        """Record that ``user_id`` answered ``context`` with ``reply``; approve it once enough users have."""
+        key = exchange_key(context[-1], reply)
+        now = utcnow()
+        for _attempt in range(3):
+            try:
+                return self._teach(key, context, reply, user_id, conversation_id, vector, toxicity, min_teachers, now)
+            except IntegrityError:
+                continue  # another process created the same exchange meanwhile: count this teacher on it
+        raise RejoinderError(f"could not record what {user_id} taught (conflicting writers)")
+
+    def _teach(
+        self,
+        key: str,
+        context: Sequence[str],
+        reply: str,
+        user_id: str,
+        conversation_id: str | None,
+        vector: np.ndarray | None,
+        toxicity: float,
+        min_teachers: int,
+        now: datetime,
+    ) -> Taught:
+        with self.store.session() as s:
+            row = s.scalars(
+                select(RetrievalExchange).where(
+                    RetrievalExchange.collection == self.collection, RetrievalExchange.key == key
+                )
+            ).first()
+            created = row is None
+            if row is None:
+                row = RetrievalExchange(
+                    collection=self.collection,
+                    key=key,
+                    context=list(context),
+                    reply=reply,
+                    source=LEARNED,
+                    conversation=conversation_id,
+                    status=QUARANTINED,
+                    toxicity=toxicity,
+                    vector=pack_vector(vector) if vector is not None else None,
+                    created_at=now,
+                    updated_at=now,
+                )
+                s.add(row)
+                s.flush()
+            s.add(
+                RetrievalTeacher(exchange_id=row.id, user_id=user_id, conversation_id=conversation_id, created_at=now)
+            )
+            s.flush()
+            teachers = (
+                s.scalar(
+                    select(func.count(func.distinct(RetrievalTeacher.user_id))).where(
+                        RetrievalTeacher.exchange_id == row.id
+                    )
+                )
+                or 0
+            )
+            if row.status == QUARANTINED and teachers >= min_teachers and row.vector is not None:
+                row.status = APPROVED
+                row.updated_at = now
+                self._log(s, [(row.id, "add")], now)
+            return Taught(row.id, row.status, teachers, created)
+
+    # -- administration ---------------------------------------------------------------------------------
+    def review(self, *, status: str = QUARANTINED, limit: int = 50) -> list[ExchangeInfo]:
+        """Exchanges with ``status``, the most taught first."""
+        with self.store.session() as s:
+            teachers = (
+                select(RetrievalTeacher.exchange_id, func.count(func.distinct(RetrievalTeacher.user_id)).label("n"))
+                .group_by(RetrievalTeacher.exchange_id)
+                .subquery()
+            )
+            query = (
+                select(RetrievalExchange, func.coalesce(teachers.c.n, 0))
+                .outerjoin(teachers, teachers.c.exchange_id == RetrievalExchange.id)
+                .where(RetrievalExchange.collection == self.collection, RetrievalExchange.status == status)
+                .order_by(func.coalesce(teachers.c.n, 0).desc(), RetrievalExchange.id)
+                .limit(limit)
+            )
+            return [
+                ExchangeInfo(e.id, list(e.context), e.reply, e.source, e.status, n, e.toxicity)
+                for e, n in s.execute(query)
+            ]
+
+    def set_status(self, ids: Sequence[int], status: str) -> int:
+        """Approve or reject exchanges by id; returns how many changed."""
+        if status not in (APPROVED, REJECTED, QUARANTINED):
+            raise RejoinderError(f"unknown status {status!r}")
+        now = utcnow()
+        with self.store.session() as s:
+            rows = s.scalars(
+                select(RetrievalExchange).where(
+                    RetrievalExchange.collection == self.collection, RetrievalExchange.id.in_(list(ids))
+                )
+            ).all()
+            missing = sorted(set(ids) - {r.id for r in rows})
+            if missing:
+                raise RejoinderError(
+                    f"no exchange with id {', '.join(map(str, missing))} in collection {self.collection}"
+                )
+            changed = []
+            for row in rows:
+                if row.status == status:
+                    continue
+                if status == APPROVED and row.vector is None:
+                    raise RejoinderError(f"exchange {row.id} has no embedding and cannot be served")
+                if row.status == APPROVED:
+                    changed.append((row.id, "remove"))
+                elif status == APPROVED:
+                    changed.append((row.id, "add"))
+                row.status = status
+                row.updated_at = now
+            self._log(s, changed, now)
+            return sum(1 for row in rows if row.status == status)
+
+    def forget(self, ids: Sequence[int]) -> int:
+        """Delete exchanges (and their teachers) by id."""
+        now = utcnow()
+        with self.store.session() as s:
+            served = s.scalars(
+                select(RetrievalExchange.id).where(
+                    RetrievalExchange.collection == self.collection,
+                    RetrievalExchange.id.in_(list(ids)),
+                    RetrievalExchange.status == APPROVED,
+                )
+            ).all()
+            result = s.execute(
+                delete(RetrievalExchange).where(
+                    RetrievalExchange.collection == self.collection, RetrievalExchange.id.in_(list(ids))
+                )
+            )
+            s.execute(delete(RetrievalTeacher).where(RetrievalTeacher.exchange_id.in_(list(ids))))
+            self._log(s, [(i, "remove") for i in served], now)
+            return result.rowcount or 0
+
+    def forget_user(self, user_id: str) -> tuple[int, int]:
+        """Remove everything ``user_id`` taught: their teachings, and learned exchanges nobody else taught.
+
+        Learned exchanges that other users also taught stay, but lose this user's vote: if that
+        leaves them with fewer teachers than they needed, an admin can review them again.
+        Returns (teachings removed, exchanges removed).
+        """
+        with self.store.session() as s:
+            taught = s.scalars(
+                select(RetrievalTeacher.exchange_id)
+                .join(RetrievalExchange, RetrievalExchange.id == RetrievalTeacher.exchange_id)
+                .where(RetrievalTeacher.user_id == user_id, RetrievalExchange.collection == self.collection)
+            ).all()
+            removed_teachings = s.execute(
+                delete(RetrievalTeacher).where(
+                    RetrievalTeacher.user_id == user_id, RetrievalTeacher.exchange_id.in_(list(set(taught)))
+                )
+            ).rowcount
+            orphans = s.scalars(
+                select(RetrievalExchange.id).where(
+                    RetrievalExchange.id.in_(list(set(taught))),
+                    RetrievalExchange.source == LEARNED,
+                    ~select(RetrievalTeacher.id).where(RetrievalTeacher.exchange_id == RetrievalExchange.id).exists(),
+                )
+            ).all()
+        return removed_teachings or 0, self.forget(orphans) if orphans else 0
+
+    def stats(self) -> dict[str, int]:
+        with self.store.session() as s:
+            rows = s.execute(
+                select(RetrievalExchange.status, func.count())
+                .where(RetrievalExchange.collection == self.collection)
+                .group_by(RetrievalExchange.status)
+            ).all()
+        return {status: count for status, count in rows}
+
+    # -- what the index replays -------------------------------------------------------------------
+    def last_change(self) -> int:
+        with self.store.session() as s:
+            return (
+                s.scalar(select(func.max(RetrievalChange.id)).where(RetrievalChange.collection == self.collection)) or 0
+            )
+
+    def changes_after(self, change_id: int, limit: int = 20_000) -> list[tuple[int, int, str]]:
+        with self.store.session() as s:
+            return [
+                (c.id, c.exchange_id, c.op)
+                for c in s.scalars(
+                    select(RetrievalChange)
+                    .where(RetrievalChange.collection == self.collection, RetrievalChange.id > change_id)
+                    .order_by(RetrievalChange.id)
+                    .limit(limit)
+                )
+            ]
+
+    def served(self, ids: Sequence[int]) -> list[tuple[int, list[str], bytes]]:
+        """(id, context, vector) of the given exchanges that are currently served."""
+        out = []
+        with self.store.session() as s:
+            for start in range(0, len(ids), 5000):
+                chunk = list(ids[start : start + 5000])
+                out.extend(
+                    s.execute(
+                        select(RetrievalExchange.id, RetrievalExchange.context, RetrievalExchange.vector).where(
+                            RetrievalExchange.id.in_(chunk),
+                            RetrievalExchange.status == APPROVED,
+                            RetrievalExchange.vector.is_not(None),
+                        )
+                    ).all()
+                )
+        return [(i, list(c), v) for i, c, v in out]
+
+    def replies(self, ids: Sequence[int]) -> dict[int, tuple[str, list[str], str, float]]:
+        """id -> (reply, context, source, toxicity) for served exchanges."""
+        with self.store.session() as s:
+            rows = s.execute(
+                select(
+                    RetrievalExchange.id,
+                    RetrievalExchange.reply,
+                    RetrievalExchange.context,
+                    RetrievalExchange.source,
+                    RetrievalExchange.toxicity,
+                ).where(RetrievalExchange.id.in_(list(ids)), RetrievalExchange.status == APPROVED)
+            ).all()
+        return {i: (reply, list(context), source, tox) for i, reply, context, source, tox in rows}
