@@ -13,7 +13,9 @@ similar contexts it has learned: ``score(c) = max over the 20 nearest learned ex
 match(context, n) * similarity(reply_n, c)``, each system with its own machinery:
 
 - Rejoinder: nearest exchanges by its hybrid index (fused BM25 + MiniLM cosine), similarity of
-  replies by MiniLM cosine. Also shown: the MiniLM bi-encoder alone, cosine(context, candidate).
+  replies by MiniLM cosine; then, as the bot ranks its candidates, half that score and half the
+  candidate's fit to the context (MiniLM cosine of candidate and context). Both halves are also
+  shown alone.
 - ChatterBot: nearest statements by its own BestMatch search (``chatterbot_side.py neighbors``:
   the statements whose ``in_response_to`` its search and Levenshtein comparison find closest),
   similarity of replies by its comparison function (difflib ratio of the lower-cased texts,
@@ -35,7 +37,7 @@ from difflib import SequenceMatcher
 import numpy as np
 from common import BENCH, CHATTERBOT_PY, SHARED, WORK, print_table, run_side, write_jsonl, write_record
 
-from rejoinder.bots.retrieval.bot import shared_embedder
+from rejoinder.bots.retrieval.bot import REPLY_FIT_WEIGHT, shared_embedder
 from rejoinder.bots.retrieval.corpus import read_jsonl
 from rejoinder.bots.retrieval.embed import context_vector
 from rejoinder.bots.retrieval.memory import RetrievalMemory
@@ -110,22 +112,25 @@ def main() -> None:
     served = served_index(memory, embedder)
     texts = sorted({c for t in tests for c in t["candidates"]})
     vectors = dict(zip(texts, embedder.encode(texts), strict=True))
-    ours_ranks, bi_ranks = [], []
+    ours_ranks, knn_ranks, bi_ranks = [], [], []
     for test_case in tests:
         hits = served.search(test_case["context"], k=NEIGHBOURS)
         rows = memory.replies([h.id for h in hits])
-        neighbours = [(h.score, rows[h.id][0]) for h in hits if h.id in rows]
+        neighbours = [(h.score, rows[h.id].reply) for h in hits if h.id in rows]
         neighbour_vectors = embedder.encode([r for _, r in neighbours])
         weights = np.asarray([s for s, _ in neighbours], dtype=np.float32)
         candidates = np.stack([vectors[c] for c in test_case["candidates"]])
-        ours = (weights[:, None] * (neighbour_vectors @ candidates.T)).max(axis=0)
-        ours_ranks.append(rank_of_truth(list(ours)))
+        knn = (weights[:, None] * (neighbour_vectors @ candidates.T)).max(axis=0)
         query = context_vector(embedder.encode(test_case["context"]))
-        bi_ranks.append(rank_of_truth(list(candidates @ query)))
+        fit = candidates @ query
+        knn_ranks.append(rank_of_truth(list(knn)))
+        bi_ranks.append(rank_of_truth(list(fit)))
+        ours_ranks.append(rank_of_truth(list((1 - REPLY_FIT_WEIGHT) * knn + REPLY_FIT_WEIGHT * fit)))
     close_all()
     results = {
-        "rejoinder (kNN: hybrid index + MiniLM)": ours_ranks,
-        "MiniLM bi-encoder alone": bi_ranks,
+        "rejoinder (as the bot ranks: kNN + reply fit)": ours_ranks,
+        "  ablation: kNN only (hybrid index + MiniLM)": knn_ranks,
+        "  ablation: reply fit only (MiniLM bi-encoder)": bi_ranks,
     }
 
     # -- ChatterBot ---------------------------------------------------------------------------------

@@ -87,7 +87,11 @@ def neighbors(args: argparse.Namespace) -> dict:
             hits = served.search(context, k=args.k)
             rows = memory.replies([h.id for h in hits])
             out.append(
-                [{"context": rows[h.id][1][-1], "text": rows[h.id][0], "score": h.score} for h in hits if h.id in rows]
+                [
+                    {"context": rows[h.id].context[-1], "text": rows[h.id].reply, "score": h.score}
+                    for h in hits
+                    if h.id in rows
+                ]
             )
     close_all()
     return {"neighbors": out}

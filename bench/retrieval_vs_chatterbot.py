@@ -29,8 +29,8 @@ def chitchat_conversations() -> list[dict]:
         data = json.load(handle)
     out = []
     for conversation in data.values():
-        turns = [" ".join(m["text"].split() for m in turn).strip() for turn in conversation["messages"]]
-        turns = [" ".join(t.split()) for t in turns if t.strip()]
+        turns = [" ".join(" ".join(m["text"].split()) for m in turn).strip() for turn in conversation["messages"]]
+        turns = [t for t in turns if t]
         if len(turns) >= 2:
             out.append({"turns": turns})
     return out

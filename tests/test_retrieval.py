@@ -80,8 +80,8 @@ def test_previous_turns_decide_between_equal_last_utterances(store, bot):
     first = served.search(["I watched a film on tv", "why?"], k=2)
     second = served.search(["my boss is horrible so I quit the job", "why?"], k=2)
     replies = bot.memory.replies([first[0].id, second[0].id])
-    assert replies[first[0].id][0] == "because it was raining all day"
-    assert replies[second[0].id][0] == "my boss was impossible to work with"
+    assert replies[first[0].id].reply == "because it was raining all day"
+    assert replies[second[0].id].reply == "my boss was impossible to work with"
 
 
 def test_never_repeats_its_own_recent_replies(store, bot):
@@ -144,7 +144,7 @@ def test_a_learned_reply_is_served_once_enough_distinct_users_taught_it(store, b
         session.send(learned)
     assert bot.memory.review() == []
     hits = bot.served.search(["I am fine thanks, and you?"], k=3)
-    assert learned in [r[0] for r in bot.memory.replies([h.id for h in hits]).values()]
+    assert learned in [r.reply for r in bot.memory.replies([h.id for h in hits]).values()]
 
 
 def test_an_admin_can_approve_reject_and_forget(store, bot):

@@ -17,7 +17,7 @@ from rejoinder.store import Store, default_url
 
 
 def test_a_new_database_is_migrated_to_the_newest_revision(store):
-    assert store.revision() == "0002"
+    assert store.revision() == "0003"
 
 
 def test_sqlite_runs_in_wal_mode_with_foreign_keys(tmp_path):
@@ -149,3 +149,31 @@ def test_a_killed_process_loses_no_answered_message(tmp_path, db_url):
         "You are a machine",
         answered[2],
     ]
+
+
+def test_upgrading_an_old_database_keeps_its_conversations(db_url):
+    from alembic import command
+
+    old = Store(db_url, migrate=False)
+    config = old._alembic_config()
+    with old.engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0001")
+    cid = old.create_conversation("eliza", user_id="ann")
+    old.append_turn(cid, [Message("user", "hello")], {"limit": 2}, expected_version=0)
+    old.close()
+    upgraded = Store(db_url)
+    assert upgraded.revision() == "0003"
+    assert [m.text for m in upgraded.load_dialogue(cid).messages] == ["hello"]
+
+
+def test_every_migration_can_be_undone_and_redone(db_url):
+    from alembic import command
+
+    store = Store(db_url)
+    config = store._alembic_config()
+    with store.engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.downgrade(config, "base")
+        command.upgrade(config, "head")
+    assert store.revision() == "0003"

@@ -41,6 +41,18 @@ class SourceError(RejoinderError):
         self.column = column
         super().__init__(self._format())
 
+    @classmethod
+    def from_yaml(cls, error: Exception, path: str | Path | None, what: str = "not valid YAML") -> SourceError:
+        """The position and problem of a PyYAML error, as a SourceError about ``path``."""
+        mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
+        problem = getattr(error, "problem", None) or getattr(error, "context", None) or str(error)
+        return cls(
+            f"{what}: {problem}",
+            path=path,
+            line=mark.line + 1 if mark is not None else None,
+            column=mark.column + 1 if mark is not None else None,
+        )
+
     def _format(self) -> str:
         where = self.path or "<string>"
         if self.line is not None:

@@ -140,13 +140,7 @@ def load_bot_config(path: str | Path) -> tuple[str, dict[str, Any]]:
     except tomllib.TOMLDecodeError as exc:
         raise SourceError(f"invalid TOML: {exc}", path=p) from None
     except Exception as exc:  # yaml.YAMLError and friends
-        mark = getattr(exc, "problem_mark", None)
-        raise SourceError(
-            f"invalid YAML: {getattr(exc, 'problem', exc)}",
-            path=p,
-            line=mark.line + 1 if mark else None,
-            column=mark.column + 1 if mark else None,
-        ) from None
+        raise SourceError.from_yaml(exc, p, "invalid YAML") from None
     if not isinstance(data, dict):
         raise SourceError("expected a mapping with the keys 'bot' and 'options'", path=p)
     unknown = sorted(set(data) - {"bot", "options"})

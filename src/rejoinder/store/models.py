@@ -86,6 +86,8 @@ class RetrievalExchange(Base):
     toxicity: Mapped[float] = mapped_column(default=0.0)
     vector: Mapped[bytes | None] = mapped_column(LargeBinary)
     """The context embedding (float16), so that the index can be rebuilt without re-embedding."""
+    reply_vector: Mapped[bytes | None] = mapped_column(LargeBinary)
+    """The reply's own embedding (float16), to rank candidate replies against the live context."""
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
 

@@ -10,9 +10,11 @@ Each turn:
    until enough distinct users have taught the same reply to the same context, or an admin
    approves them; a user may teach only so many replies an hour.
 3. The context (the user's message and the turns before it) is searched in the served exchanges
-   (:mod:`index`: BM25 + embeddings). Among the best candidates, replies the bot said recently
-   in this conversation, echoes of the user and anything the screen now refuses are dropped, and
-   one is drawn with probability proportional to ``exp(score / temperature)``. The draw is seeded
+   (:mod:`index`: BM25 + embeddings). Each candidate is scored half by how close its context was
+   and half by how well its reply fits the live context (cosine of the reply's embedding with the
+   context's). Replies the bot said recently in this conversation, echoes of the user and
+   anything the screen now refuses are dropped, and one is drawn with probability proportional
+   to ``exp(score / temperature)``. The draw is seeded
    by the conversation and turn, so a resumed conversation continues exactly as it would have.
 4. The reply carries a confidence (the cosine similarity of the matched context), so a router can
    fall back to another bot when the bot is unsure.
@@ -27,7 +29,8 @@ from typing import Any
 import numpy as np
 
 from rejoinder.bots.retrieval.embed import CachedEmbedder, context_vector, load_embedder
-from rejoinder.bots.retrieval.memory import RetrievalMemory, normalise
+from rejoinder.bots.retrieval.index import Hit
+from rejoinder.bots.retrieval.memory import RetrievalMemory, ServedReply, normalise
 from rejoinder.bots.retrieval.moderation import Moderator
 from rejoinder.bots.retrieval.served import ServedIndex, served_index
 from rejoinder.dialogue import Dialogue, Reply, utcnow
@@ -39,6 +42,9 @@ DEFLECTIONS = (
     "I won't repeat that. Tell me about your day instead?",
 )
 FALLBACK = "I don't know what to say to that yet. What would you say?"
+REPLY_FIT_WEIGHT = 0.5
+"""Share of a candidate's score that is how well its reply fits the live context (reply-context cosine);
+the rest is how close its own context was (the index's fused score)."""
 
 _EMBEDDERS: dict[str, CachedEmbedder] = {}
 
@@ -135,58 +141,61 @@ class RetrievalBot:
         ):
             return {"skipped": "rate limit"}
         context = [m.text for m in history[:-1]][-self.window :]
-        vector = context_vector(self.served.embedder.encode(context))
+        vectors = self.served.embedder.encode([*context, history[-1].text])
         taught = self.memory.teach(
             context,
             history[-1].text,
             user_id=dialogue.user_id,
             conversation_id=dialogue.conversation_id,
-            vector=vector,
+            vector=context_vector(vectors[:-1]),
+            reply_vector=vectors[-1],
             toxicity=toxicity,
             min_teachers=self.min_teachers,
         )
         return {"exchange": taught.exchange_id, "status": taught.status, "teachers": taught.teachers}
 
     def _answer(self, dialogue: Dialogue, turns: list[str]) -> Reply:
-        hits = self.served.search(turns, k=max(self.k * 3, 20))
+        query = self.served.query_vector(turns)
+        hits = self.served.search(turns, k=max(self.k * 3, 20), vector=query)
         rows = self.memory.replies([h.id for h in hits])
         recent: list[str] = dialogue.state.setdefault("recent", [])
         said = set(recent)
         echo = normalise(turns[-1])
-        candidates = []
+        candidates: list[tuple[Hit, ServedReply, float]] = []
         for hit in hits:
             row = rows.get(hit.id)
             if row is None:
                 continue
-            reply_key = normalise(row[0])
+            reply_key = normalise(row.reply)
             if reply_key in said or reply_key == echo or not reply_key:
                 continue
-            candidates.append((hit, row))
+            fit = float(row.vector @ query) if row.vector is not None else hit.score
+            candidates.append((hit, row, (1 - REPLY_FIT_WEIGHT) * hit.score + REPLY_FIT_WEIGHT * fit))
             if len(candidates) == self.k:
                 break
         choice = None
         while candidates:
-            index = self._draw([h.score for h, _ in candidates], dialogue)
-            if self.moderator.check(candidates[index][1][0]).allowed:
+            index = self._draw([score for _, _, score in candidates], dialogue)
+            if self.moderator.check(candidates[index][1].reply).allowed:
                 choice = candidates[index]
                 break
             del candidates[index]  # the screen has changed since it was stored: never say it
         if choice is None:
             return Reply(FALLBACK, confidence=0.0, meta={"source": "fallback"})
-        hit, (text, context, source, _toxicity) = choice
-        recent.append(normalise(text))
+        hit, row, score = choice
+        recent.append(normalise(row.reply))
         del recent[: max(0, len(recent) - self.recent)]
         return Reply(
-            text,
+            row.reply,
             confidence=float(min(1.0, max(0.0, hit.cosine))),
             meta={
                 "source": "retrieval",
                 "exchange": hit.id,
-                "score": round(hit.score, 4),
+                "score": round(score, 4),
                 "cosine": round(hit.cosine, 4),
                 "bm25": round(hit.bm25, 3),
-                "corpus": source,
-                "matched": context[-1],
+                "corpus": row.source,
+                "matched": row.context[-1],
             },
         )
 

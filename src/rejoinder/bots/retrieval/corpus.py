@@ -415,15 +415,9 @@ def _chatterbot_conversations(path: Path) -> Iterator[list[str] | None]:
     try:
         with path.open(encoding="utf-8-sig") as file:
             root = yaml.compose(file, Loader=yaml.SafeLoader)
-    except yaml.MarkedYAMLError as error:
-        mark = error.problem_mark or error.context_mark
-        raise SourceError(
-            f"not YAML: {error.problem or error.context}",
-            path=path,
-            line=mark.line + 1 if mark else None,
-            column=mark.column + 1 if mark else None,
-        ) from None
-    except (yaml.YAMLError, UnicodeDecodeError) as error:
+    except yaml.YAMLError as error:
+        raise SourceError.from_yaml(error, path, "not YAML") from None
+    except UnicodeDecodeError as error:
         raise SourceError(f"not YAML: {error}", path=path) from None
     conversations = None
     if isinstance(root, yaml.MappingNode):

@@ -22,7 +22,7 @@ from sqlalchemy import delete, func, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from rejoinder.dialogue import utcnow
-from rejoinder.errors import RejoinderError
+from rejoinder.errors import RejoinderError, StoreError
 from rejoinder.store import Store
 from rejoinder.store.models import RetrievalChange, RetrievalExchange, RetrievalTeacher
 
@@ -59,6 +59,17 @@ class NewExchange:
     conversation: str | None
     vector: np.ndarray
     toxicity: float = 0.0
+    reply_vector: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class ServedReply:
+    """What the bot may say: a served exchange's reply, where it came from, and its embedding."""
+
+    reply: str
+    context: list[str]
+    source: str
+    vector: np.ndarray | None
 
 
 @dataclass(frozen=True)
@@ -120,6 +131,7 @@ class RetrievalMemory:
                         "status": APPROVED,
                         "toxicity": row.toxicity,
                         "vector": pack_vector(row.vector),
+                        "reply_vector": pack_vector(row.reply_vector) if row.reply_vector is not None else None,
                         "created_at": now,
                         "updated_at": now,
                     }
@@ -162,69 +174,58 @@ class RetrievalMemory:
         vector: np.ndarray | None,
         toxicity: float,
         min_teachers: int,
+        reply_vector: np.ndarray | None = None,
     ) -> Taught:
         """Record that ``user_id`` answered ``context`` with ``reply``; approve it once enough users have."""
         key = exchange_key(context[-1], reply)
-        now = utcnow()
         for _attempt in range(3):
+            now = utcnow()
             try:
-                return self._teach(key, context, reply, user_id, conversation_id, vector, toxicity, min_teachers, now)
-            except IntegrityError:
-                continue  # another process created the same exchange meanwhile: count this teacher on it
-        raise RejoinderError(f"could not record what {user_id} taught (conflicting writers)")
-
-    def _teach(
-        self,
-        key: str,
-        context: Sequence[str],
-        reply: str,
-        user_id: str,
-        conversation_id: str | None,
-        vector: np.ndarray | None,
-        toxicity: float,
-        min_teachers: int,
-        now: datetime,
-    ) -> Taught:
-        with self.store.session() as s:
-            row = s.scalars(
-                select(RetrievalExchange).where(
-                    RetrievalExchange.collection == self.collection, RetrievalExchange.key == key
-                )
-            ).first()
-            created = row is None
-            if row is None:
-                row = RetrievalExchange(
-                    collection=self.collection,
-                    key=key,
-                    context=list(context),
-                    reply=reply,
-                    source=LEARNED,
-                    conversation=conversation_id,
-                    status=QUARANTINED,
-                    toxicity=toxicity,
-                    vector=pack_vector(vector) if vector is not None else None,
-                    created_at=now,
-                    updated_at=now,
-                )
-                s.add(row)
-                s.flush()
-            s.add(
-                RetrievalTeacher(exchange_id=row.id, user_id=user_id, conversation_id=conversation_id, created_at=now)
-            )
-            s.flush()
-            teachers = (
-                s.scalar(
-                    select(func.count(func.distinct(RetrievalTeacher.user_id))).where(
-                        RetrievalTeacher.exchange_id == row.id
+                with self.store.session() as s:
+                    row = s.scalars(
+                        select(RetrievalExchange).where(
+                            RetrievalExchange.collection == self.collection, RetrievalExchange.key == key
+                        )
+                    ).first()
+                    created = row is None
+                    if row is None:
+                        row = RetrievalExchange(
+                            collection=self.collection,
+                            key=key,
+                            context=list(context),
+                            reply=reply,
+                            source=LEARNED,
+                            conversation=conversation_id,
+                            status=QUARANTINED,
+                            toxicity=toxicity,
+                            vector=pack_vector(vector) if vector is not None else None,
+                            reply_vector=pack_vector(reply_vector) if reply_vector is not None else None,
+                            created_at=now,
+                            updated_at=now,
+                        )
+                        s.add(row)
+                        s.flush()
+                    s.add(
+                        RetrievalTeacher(
+                            exchange_id=row.id, user_id=user_id, conversation_id=conversation_id, created_at=now
+                        )
                     )
-                )
-                or 0
-            )
-            if row.status == QUARANTINED and teachers >= min_teachers and row.vector is not None:
-                row.status = APPROVED
-                row.updated_at = now
-                self._log(s, [(row.id, "add")], now)
-            return Taught(row.id, row.status, teachers, created)
+                    s.flush()
+                    teachers = s.scalar(
+                        select(func.count(func.distinct(RetrievalTeacher.user_id))).where(
+                            RetrievalTeacher.exchange_id == row.id
+                        )
+                    )
+                    if row.status == QUARANTINED and (teachers or 0) >= min_teachers and row.vector is not None:
+                        row.status = APPROVED
+                        row.updated_at = now
+                        self._log(s, [(row.id, "add")], now)
+                    return Taught(row.id, row.status, teachers or 0, created)
+            except StoreError as exc:
+                if not isinstance(exc.__cause__, IntegrityError):
+                    raise
+                # Another process created the same exchange meanwhile: count this teacher on it.
+        raise RejoinderError(f"could not record what {user_id} taught (conflicting writers)")
 
     # -- administration ---------------------------------------------------------------------------------
     def review(self, *, status: str = QUARANTINED, limit: int = 50) -> list[ExchangeInfo]:
@@ -370,8 +371,8 @@ class RetrievalMemory:
                 )
         return [(i, list(c), v) for i, c, v in out]
 
-    def replies(self, ids: Sequence[int]) -> dict[int, tuple[str, list[str], str, float]]:
-        """id -> (reply, context, source, toxicity) for served exchanges."""
+    def replies(self, ids: Sequence[int]) -> dict[int, ServedReply]:
+        """The served ones among the given exchanges, by id."""
         with self.store.session() as s:
             rows = s.execute(
                 select(
@@ -379,7 +380,12 @@ class RetrievalMemory:
                     RetrievalExchange.reply,
                     RetrievalExchange.context,
                     RetrievalExchange.source,
-                    RetrievalExchange.toxicity,
+                    RetrievalExchange.reply_vector,
                 ).where(RetrievalExchange.id.in_(list(ids)), RetrievalExchange.status == APPROVED)
             ).all()
-        return {i: (reply, list(context), source, tox) for i, reply, context, source, tox in rows}
+        return {
+            i: ServedReply(
+                reply, list(context), source, np.frombuffer(blob, dtype=np.float16).astype(np.float32) if blob else None
+            )
+            for i, reply, context, source, blob in rows
+        }

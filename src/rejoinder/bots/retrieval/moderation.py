@@ -869,14 +869,7 @@ class _PolicyReader:
         try:
             return yaml.safe_load(self.text)
         except yaml.YAMLError as error:
-            mark = getattr(error, "problem_mark", None)
-            problem = getattr(error, "problem", None) or str(error)
-            raise SourceError(
-                f"not valid YAML: {problem}",
-                path=self.path,
-                line=mark.line + 1 if mark is not None else None,
-                column=mark.column + 1 if mark is not None else None,
-            ) from None
+            raise SourceError.from_yaml(error, self.path) from None
 
     def strings(self, value: Any, field_path: FieldPath, what: str) -> list[str]:
         if not isinstance(value, list):

@@ -102,11 +102,12 @@ class ServedIndex:
     def query_vector(self, turns: Sequence[str]) -> np.ndarray:
         return context_vector(self.embedder.encode(list(turns)))
 
-    def search(self, turns: Sequence[str], k: int = 20) -> list[Hit]:
+    def search(self, turns: Sequence[str], k: int = 20, vector: np.ndarray | None = None) -> list[Hit]:
         """Nearest served exchanges to a context (oldest turn first, the user's message last)."""
         if self.memory.last_change() > self.index.applied_change:
             self.sync()
-        vector = self.query_vector(turns)
+        if vector is None:
+            vector = self.query_vector(turns)
         return self.index.search(turns[-1], " ".join(turns[:-1]), vector, k)
 
     def close(self) -> None:

@@ -51,7 +51,7 @@ def import_exchanges(
     progress: Progress | None = None,
     limit: int | None = None,
 ) -> ImportReport:
-    """Screen each reply, embed each context, store the new exchanges as served, update the index."""
+    """Screen each reply, embed each context and reply, store the new exchanges as served, update the index."""
     report = ImportReport()
     started = time.perf_counter()
     if limit is not None:
@@ -67,7 +67,7 @@ def import_exchanges(
                 report.refused += 1
                 if len(report.refused_examples) < 5:
                     report.refused_examples.append(exchange.reply)
-        texts = sorted({turn for exchange, _ in kept for turn in exchange.context})
+        texts = sorted({turn for exchange, _ in kept for turn in (*exchange.context, exchange.reply)})
         vectors = dict(zip(texts, embedder.encode(texts), strict=True)) if texts else {}
         rows = [
             NewExchange(
@@ -77,6 +77,7 @@ def import_exchanges(
                 conversation=exchange.conversation,
                 vector=context_vector(np.stack([vectors[t] for t in exchange.context])),
                 toxicity=score,
+                reply_vector=vectors[exchange.reply],
             )
             for exchange, score in kept
         ]

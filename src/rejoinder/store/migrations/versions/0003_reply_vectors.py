@@ -1,0 +1,24 @@
+"""retrieval: keep each reply's embedding, so candidates can be ranked against the live context
+
+Revision ID: 0003
+Revises: 0002
+Create Date: 2026-11-26
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0003"
+down_revision = "0002"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("retrieval_exchanges") as batch:
+        batch.add_column(sa.Column("reply_vector", sa.LargeBinary(), nullable=True))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("retrieval_exchanges") as batch:
+        batch.drop_column("reply_vector")
