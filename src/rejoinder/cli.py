@@ -366,6 +366,54 @@ def retrieval_forget_command(
         raise _fail(exc) from None
 
 
+eval_app = typer.Typer(help="Evaluate bots and their parts.", no_args_is_help=True)
+app.add_typer(eval_app, name="eval")
+
+
+@eval_app.command("nlu")
+def eval_nlu_command(
+    dataset: Annotated[str, typer.Argument(help="banking77, snips, or a training file (YAML/JSON; split 80/20).")],
+    classifier: Annotated[str, typer.Option(help="Intent classifier: embedding (default) or finetuned.")] = "embedding",
+    epochs: Annotated[int | None, typer.Option(help="Epochs of the finetuned classifier.")] = None,
+    slots: Annotated[bool, typer.Option(help="Also train and score the slot tagger.")] = True,
+    output: Annotated[Path | None, typer.Option("--json", help="Write the report as JSON here.")] = None,
+) -> None:
+    """Intent accuracy, exact-span slot F1 and the commonest confusions, with the published anchors beside them."""
+    import json
+
+    from rejoinder.bots.frames.nlu.evaluate import evaluate
+
+    options = {"epochs": epochs} if epochs and classifier == "finetuned" else {}
+    try:
+        report = evaluate(dataset, classifier=classifier, classifier_options=options, slots=slots)
+    except RejoinderError as exc:
+        raise _fail(exc) from None
+    anchor = report.as_dict()["anchor"] or {}
+    table = Table("measure", "Rejoinder", "published anchor", box=None, header_style="bold")
+    if report.intent_accuracy is not None:
+        table.add_row("intent accuracy", f"{report.intent_accuracy:.2%}", _percent(anchor.get("intent_accuracy")))
+    if report.slot is not None:
+        table.add_row("slot F1 (exact span)", f"{report.slot['f1']:.2%}", _percent(anchor.get("slot_f1")))
+        table.add_row("slot precision / recall", f"{report.slot['precision']:.2%} / {report.slot['recall']:.2%}", "")
+    for part, seconds in report.train_seconds.items():
+        table.add_row(f"train time, {part}", f"{seconds:.1f} s", "")
+    console.print(f"[bold]{escape(report.dataset)}[/]: {report.train_size} train, {report.test_size} test")
+    console.print(table)
+    if anchor.get("source"):
+        console.print(f"[dim]anchor: {escape(anchor['source'])}[/]")
+    if report.confusions:
+        confusion = Table("gold", "predicted", "count", box=None, header_style="bold")
+        for gold, predicted, count in report.confusions:
+            confusion.add_row(escape(gold), escape(predicted), str(count))
+        console.print(confusion)
+    if output:
+        output.write_text(json.dumps(report.as_dict(), indent=2))
+
+
+def _percent(value: float | None) -> str:
+    return f"{value:.2%}" if value is not None else ""
+
+
 def main() -> None:
     app()
 

@@ -28,12 +28,12 @@ from typing import Any
 
 import numpy as np
 
-from rejoinder.bots.retrieval.embed import CachedEmbedder, context_vector, load_embedder
 from rejoinder.bots.retrieval.index import Hit
 from rejoinder.bots.retrieval.memory import RetrievalMemory, ServedReply, normalise
 from rejoinder.bots.retrieval.moderation import Moderator
 from rejoinder.bots.retrieval.served import ServedIndex, served_index
 from rejoinder.dialogue import Dialogue, Reply, utcnow
+from rejoinder.embeddings import CachedEmbedder, context_vector, load_embedder
 from rejoinder.errors import ConfigError, InvalidMessage
 
 DEFLECTIONS = (

@@ -13,9 +13,9 @@ from typing import IO
 import numpy as np
 from sqlalchemy.engine import make_url
 
-from rejoinder.bots.retrieval.embed import Embedder, context_vector
 from rejoinder.bots.retrieval.index import Hit, HybridIndex
 from rejoinder.bots.retrieval.memory import RetrievalMemory, unpack_vectors
+from rejoinder.embeddings import Embedder, context_vector
 from rejoinder.store import Store, data_dir
 
 SAVE_AFTER = 2000

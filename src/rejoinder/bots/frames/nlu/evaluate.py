@@ -1,0 +1,119 @@
+"""``rejoinder eval nlu``: intent accuracy, exact-span slot F1, the commonest confusions, train time.
+
+Datasets: the user's own training file (split 80/20 by a fixed seed, stratified by intent),
+BANKING77 and SNIPS from ``../shared/data/nlu`` (their standard train/test splits).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rejoinder.bots.frames.nlu.data import Example, load_banking77, load_nlu_data, load_snips
+from rejoinder.bots.frames.nlu.intents import make_intent_classifier, predict
+from rejoinder.bots.frames.nlu.slots import CRFSlotTagger, span_f1
+from rejoinder.errors import ConfigError
+
+SHARED_NLU = (
+    Path(os.environ.get("REJOINDER_SHARED_DATA", Path(__file__).resolve().parents[6] / "shared" / "data")) / "nlu"
+)
+"""Where BANKING77 and SNIPS are: ``../shared/data/nlu`` beside the checkout, or $REJOINDER_SHARED_DATA/nlu."""
+
+# Published anchors (test set): BANKING77, Casanueva et al. 2020 (BERT-large); SNIPS, Joint BERT
+# (Chen et al. 2019).
+ANCHORS = {
+    "banking77": {"intent_accuracy": 0.9366, "source": "BERT-large, Casanueva et al. 2020"},
+    "snips": {"intent_accuracy": 0.986, "slot_f1": 0.970, "source": "Joint BERT, Chen et al. 2019"},
+}
+
+
+@dataclass
+class Report:
+    dataset: str
+    train_size: int
+    test_size: int
+    intent_accuracy: float | None = None
+    slot: dict[str, float] | None = None
+    train_seconds: dict[str, float] = field(default_factory=dict)
+    confusions: list[tuple[str, str, int]] = field(default_factory=list)
+    classifier: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "dataset": self.dataset,
+            "classifier": self.classifier,
+            "train_size": self.train_size,
+            "test_size": self.test_size,
+            "intent_accuracy": self.intent_accuracy,
+            "slot": self.slot,
+            "train_seconds": self.train_seconds,
+            "confusions": self.confusions,
+            "anchor": ANCHORS.get(self.dataset),
+        }
+
+
+def split(examples: list[Example], test_share: float = 0.2, seed: int = 7) -> tuple[list[Example], list[Example]]:
+    by_intent: dict[str | None, list[Example]] = defaultdict(list)
+    for example in examples:
+        by_intent[example.intent].append(example)
+    rng = random.Random(seed)
+    train, test = [], []
+    for items in by_intent.values():
+        items = items[:]
+        rng.shuffle(items)
+        cut = max(1, round(len(items) * test_share)) if len(items) > 1 else 0
+        test.extend(items[:cut])
+        train.extend(items[cut:])
+    return train, test
+
+
+def load_dataset(name: str) -> tuple[list[Example], list[Example]]:
+    """(train, test) of ``banking77``, ``snips`` or a training file."""
+    if name == "banking77":
+        root = SHARED_NLU / "banking77"
+        return load_banking77(root / "train.csv"), load_banking77(root / "test.csv")
+    if name == "snips":
+        root = SHARED_NLU / "snips"
+        return load_snips(root / "train"), load_snips(root / "test")
+    path = Path(name)
+    if not path.exists():
+        raise ConfigError(f"no dataset {name!r}: give banking77, snips or the path of a training file")
+    return split(load_nlu_data(path).examples)
+
+
+def evaluate(
+    dataset: str,
+    *,
+    classifier: str = "embedding",
+    classifier_options: dict[str, Any] | None = None,
+    slots: bool = True,
+    limit: int | None = None,
+) -> Report:
+    train, test = load_dataset(dataset)
+    if limit:
+        train = train[:limit]
+    name = dataset if dataset in ANCHORS else Path(dataset).name
+    report = Report(name, len(train), len(test), classifier=classifier)
+    labelled = [e for e in train if e.intent]
+    if len({e.intent for e in labelled}) >= 2:
+        model = make_intent_classifier(classifier, **(classifier_options or {}))
+        started = time.perf_counter()
+        model.fit([e.text for e in labelled], [e.intent for e in labelled])
+        report.train_seconds["intents"] = round(time.perf_counter() - started, 1)
+        predicted = [p for p, _ in predict(model, [e.text for e in test])]
+        gold = [e.intent for e in test]
+        report.intent_accuracy = sum(p == g for p, g in zip(predicted, gold, strict=True)) / len(test)
+        confusions = Counter((g, p or "(none)") for g, p in zip(gold, predicted, strict=True) if g != p)
+        report.confusions = [(g, p, n) for (g, p), n in confusions.most_common(10)]
+    if slots and any(e.spans for e in train):
+        tagger = CRFSlotTagger()
+        started = time.perf_counter()
+        tagger.fit(train)
+        report.train_seconds["slots"] = round(time.perf_counter() - started, 1)
+        report.slot = span_f1([list(e.spans) for e in test], tagger.predict([e.text for e in test]))
+    return report
