@@ -207,3 +207,21 @@ def test_a_bad_domain_fails_before_the_bot_starts(tmp_path):
     (tmp_path / "domain.yaml").write_text("name: x\nlanguage: fr\nframes: [a.json]\n")
     with pytest.raises(SourceError, match="/language"):
         load_domain(tmp_path / "domain.yaml")
+
+
+def test_frames_check_command_accepts_the_examples_and_points_at_a_fault(tmp_path):
+    from pathlib import Path
+
+    from typer.testing import CliRunner
+
+    from rejoinder.cli import app
+
+    examples = Path(__file__).resolve().parents[1] / "src" / "rejoinder" / "bots" / "frames" / "examples"
+    good = CliRunner().invoke(app, ["frames", "check", *map(str, sorted(examples.glob("*/domain.yaml")))])
+    assert good.exit_code == 0 and good.stdout.count(": ok") == 3
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"name": "x", "slots": [{"name": "a", "type": "cty"}]}')
+    result = CliRunner().invoke(app, ["frames", "check", str(bad)])
+    assert result.exit_code == 2 and f"{bad}: /slots/0/type:" in result.stderr
+    schema = CliRunner().invoke(app, ["frames", "schema"])
+    assert '"title": "Rejoinder slot frame"' in schema.stdout

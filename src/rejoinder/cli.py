@@ -391,7 +391,11 @@ def eval_nlu_command(
     anchor = report.as_dict()["anchor"] or {}
     table = Table("measure", "Rejoinder", "published anchor", box=None, header_style="bold")
     if report.intent_accuracy is not None:
-        table.add_row("intent accuracy", f"{report.intent_accuracy:.2%}", _percent(anchor.get("intent_accuracy")))
+        table.add_row(
+            "intent accuracy (top-1)", f"{report.intent_accuracy:.2%}", _percent(anchor.get("intent_accuracy"))
+        )
+        table.add_row("below threshold (fallback)", _percent(report.fallback_rate), "")
+        table.add_row("accuracy when confident", _percent(report.accuracy_when_confident), "")
     if report.slot is not None:
         table.add_row("slot F1 (exact span)", f"{report.slot['f1']:.2%}", _percent(anchor.get("slot_f1")))
         table.add_row("slot precision / recall", f"{report.slot['precision']:.2%} / {report.slot['recall']:.2%}", "")
@@ -412,6 +416,115 @@ def eval_nlu_command(
 
 def _percent(value: float | None) -> str:
     return f"{value:.2%}" if value is not None else ""
+
+
+@eval_app.command("dialogues")
+def eval_dialogues_command(
+    bot: Annotated[str, typer.Option("--bot", help="Example frame bot: bank or travel.")] = "bank",
+    language: Annotated[str, typer.Option(help="Language of the bank bot: en or ru (travel is en).")] = "en",
+    dialogues: Annotated[int, typer.Option("--dialogues", "-n", help="How many dialogues to simulate.")] = 500,
+    seed: Annotated[int, typer.Option(help="Seed of the simulated users (same seed, same dialogues).")] = 0,
+    noise: Annotated[float, typer.Option(help="Typo rate: chance of a typo in each word of 4+ letters.")] = 0.03,
+    embedder: Annotated[str, typer.Option(help="Embedder of the intent classifier: minilm or hashing.")] = "minilm",
+    output: Annotated[Path | None, typer.Option("--json", help="Write the report as JSON here.")] = None,
+) -> None:
+    """Task success of a frame bot with simulated users (agenda-based, noisy, English or Russian)."""
+    import json
+
+    from rejoinder.bots.frames.bot import create_bank, create_travel
+    from rejoinder.bots.frames.demo_backend import free_port
+    from rejoinder.bots.frames.simulate import SimConfig, simulate
+    from rejoinder.errors import ConfigError
+
+    try:
+        if bot not in ("bank", "travel"):
+            raise ConfigError(f"--bot {bot!r}: expected bank or travel")
+        if language not in ("en", "ru") or (bot == "travel" and language != "en"):
+            raise ConfigError(f"--language {language!r}: the bank bot speaks en or ru, the travel bot en")
+        if embedder not in ("minilm", "hashing"):
+            raise ConfigError(f"--embedder {embedder!r}: expected minilm or hashing")
+        if dialogues < 1:
+            raise ConfigError("--dialogues: expected at least 1")
+        if not 0.0 <= noise <= 1.0:
+            raise ConfigError("--noise: expected a typo rate from 0 to 1")
+        port = free_port()
+        with console.status(f"building the {bot} bot ({embedder})"):
+            if bot == "bank":
+                frame_bot = create_bank(language, embedder=embedder, demo_backend_port=port)
+            else:
+                frame_bot = create_travel(embedder=embedder, demo_backend_port=port)
+        with console.status(f"simulating {dialogues} dialogues") as status:
+            report = simulate(
+                frame_bot,
+                n=dialogues,
+                seed=seed,
+                config=SimConfig(typos=noise),
+                progress=lambda i, _: status.update(f"simulating dialogue {i + 1} of {dialogues}"),
+            )
+    except RejoinderError as exc:
+        raise _fail(exc) from None
+    table = Table("measure", "value", "goal", box=None, header_style="bold")
+    table.add_row("dialogues", str(report.dialogues), "")
+    table.add_row("task success rate", f"{report.success_rate:.2%}", "≥ 95%")
+    table.add_row("mean turns", f"{report.mean_turns:.2f}", "")
+    table.add_row("wrong submissions", str(report.wrong_submissions), "0")
+    table.add_row("incomplete submissions", str(report.incomplete_submissions), "")
+    console.print(f"[bold]{escape(bot)} ({escape(language)}, {escape(embedder)})[/], seed {seed}, typo rate {noise}")
+    console.print(table)
+    frames = Table("frame", "dialogues", "success", "mean turns", "wrong", box=None, header_style="bold")
+    for name, row in report.per_frame.items():
+        frames.add_row(
+            escape(name),
+            str(row["dialogues"]),
+            f"{row['success_rate']:.2%}",
+            f"{row['mean_turns']:.2f}",
+            str(row["wrong_submissions"]),
+        )
+    console.print(frames)
+    if report.failure_reasons:
+        reasons = Table("failure", "count", box=None, header_style="bold")
+        for reason, count in report.failure_reasons.items():
+            reasons.add_row(escape(reason), str(count))
+        console.print(reasons)
+    if output:
+        output.write_text(json.dumps(report.as_dict(), indent=2, ensure_ascii=False))
+
+
+frames_app = typer.Typer(help="Slot frames of the goal-oriented bot: schema and checks.", no_args_is_help=True)
+app.add_typer(frames_app, name="frames")
+
+
+@frames_app.command("schema")
+def frames_schema_command() -> None:
+    """Print the JSON Schema of slot frames."""
+    import json
+
+    from rejoinder.bots.frames.schema import json_schema
+
+    sys.stdout.write(json.dumps(json_schema(), indent=2) + "\n")
+
+
+@frames_app.command("check")
+def frames_check_command(
+    paths: Annotated[list[Path], typer.Argument(help="Frame files (JSON/YAML) or domain files (domain.yaml).")],
+) -> None:
+    """Check frames or whole domains without starting a bot; errors name the file, pointer and reason."""
+    from rejoinder.bots.frames.domain import load_domain
+    from rejoinder.bots.frames.nlu.data import load_nlu_data
+    from rejoinder.bots.frames.schema import load_frame
+
+    try:
+        for path in paths:
+            if path.name.startswith("domain."):
+                domain = load_domain(path)
+                if domain.nlu_path is not None:
+                    load_nlu_data(domain.nlu_path)
+                console.print(f"{escape(str(path))}: ok ({len(domain.frames)} frames)")
+            else:
+                frame = load_frame(path)
+                console.print(f"{escape(str(path))}: ok (frame {escape(frame.name)}, {len(frame.slots)} slots)")
+    except RejoinderError as exc:
+        raise _fail(exc) from None
 
 
 def main() -> None:

@@ -148,12 +148,13 @@ class FrameBot:
         return self._fill(state, dialogue, parse, current, now)
 
     def _answers_current(self, state: dict[str, Any], parse: Parse, current: dict[str, Any], now: datetime) -> bool:
+        """Whether the utterance answers the open frame: the slot just asked, or a correction at read-back."""
         asked = current.get("asked")
-        if not asked:
+        if not asked and current["phase"] != "confirming":
             return False
         frame = self.domain.frame(current["frame"])
         found = tracker.extract(parse, frame, current, state, language=self.domain.language, now=now)
-        return asked in found
+        return bool(found) if current["phase"] == "confirming" or asked == tracker.CHANGE else asked in found
 
     def _ellipsis(self, state: dict[str, Any], parse: Parse, now: datetime) -> dict[str, Any] | None:
         last = state.get("last")
@@ -183,7 +184,7 @@ class FrameBot:
                 return self._submit(state, dialogue, parse, frame, instance, changed, now)
             if "deny" in parse.acts and not changed:
                 instance["phase"] = "filling"
-                instance["asked"] = None
+                instance["asked"] = tracker.CHANGE
                 return self._record(state, parse, changed, "ask:change", self.domain.say("change"), 1.0)
             instance["phase"] = "filling"
         missing = tracker.missing_slot(frame, instance)

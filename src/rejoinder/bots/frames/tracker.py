@@ -43,6 +43,8 @@ _ANAPHORS = {
         "any": re.compile(r"(?<!\w)(его|её|ее|это|тот же|ту же|то же)(?!\w)", re.I),
     },
 }
+CHANGE = "*change*"
+"""The ``asked`` marker after the user said no to a read-back: any slot may come next."""
 _LOCATION_TYPES = {"city", "location"}
 _OWN_VALUES = {"enum", "lookup", "regex"}
 _DATE_TYPES = {"date", "datetime", "time"}
@@ -110,16 +112,28 @@ def extract(
     slots = {s.name: s for s in frame.slots}
     taken: list[tuple[int, int]] = []
 
-    # 1. The tagger names the slot; the slot's type normalises the words.
+    # 1. The tagger names the slot; the slot's type normalises the words. Where a typed parser
+    #    reads a longer value over the tagged words ("6 March 2026", "without a new card"), the
+    #    longer reading wins.
     for span in parse.tagged:
         slot = slots.get(span.slot)
         if slot is None or slot.name in found:
             continue
-        words = parse.text[span.start : span.end]
+        start, end = span.start, span.end
+        words = parse.text[start:end]
         value = _normalise(slot, words, language, now)
+        if slot.type != "text":
+            wider = [
+                v
+                for v in typed.extract(parse.text, slot.type, lang=language, now=now, slot=slot)
+                if v.start < end and start < v.end and v.end - v.start > end - start
+            ]
+            if wider:
+                best = max(wider, key=lambda v: v.end - v.start)
+                value, words, start, end = best.value, best.text, best.start, best.end
         if value is not None:
             found[slot.name] = {"value": value, "text": words}
-            taken.append((span.start, span.end))
+            taken.append((start, end))
 
     # 2. Values of slot-specific types (enum choices, lookup tables, patterns) belong to their slot.
     for slot in frame.slots:
@@ -165,8 +179,12 @@ def extract(
                 found[slot.name] = {"value": earlier["value"], "text": earlier["text"], "anaphora": True}
                 break
 
-    # 5. A free-text slot that was asked takes the whole answer.
+    # 5. A free-text slot that was asked takes the whole answer; so does the frame's only free-text
+    #    slot when the user was asked what to change and gave no other value.
     asked = slots.get(instance.get("asked") or "")
+    if asked is None and instance.get("asked") == CHANGE:
+        free = [s for s in frame.slots if s.type == "text"]
+        asked = free[0] if len(free) == 1 else None
     if (
         asked is not None
         and asked.type == "text"

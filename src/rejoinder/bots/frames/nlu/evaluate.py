@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from rejoinder.bots.frames.nlu.data import Example, load_banking77, load_nlu_data, load_snips
-from rejoinder.bots.frames.nlu.intents import make_intent_classifier, predict
+from rejoinder.bots.frames.nlu.intents import make_intent_classifier
 from rejoinder.bots.frames.nlu.slots import CRFSlotTagger, span_f1
 from rejoinder.errors import ConfigError
 
@@ -38,6 +38,10 @@ class Report:
     train_size: int
     test_size: int
     intent_accuracy: float | None = None
+    """Top-1 accuracy, as papers report it (every utterance gets its most probable intent)."""
+    fallback_rate: float | None = None
+    """Share of test utterances below the confidence threshold (the bot would fall back on them)."""
+    accuracy_when_confident: float | None = None
     slot: dict[str, float] | None = None
     train_seconds: dict[str, float] = field(default_factory=dict)
     confusions: list[tuple[str, str, int]] = field(default_factory=list)
@@ -50,6 +54,8 @@ class Report:
             "train_size": self.train_size,
             "test_size": self.test_size,
             "intent_accuracy": self.intent_accuracy,
+            "fallback_rate": self.fallback_rate,
+            "accuracy_when_confident": self.accuracy_when_confident,
             "slot": self.slot,
             "train_seconds": self.train_seconds,
             "confusions": self.confusions,
@@ -105,10 +111,16 @@ def evaluate(
         started = time.perf_counter()
         model.fit([e.text for e in labelled], [e.intent for e in labelled])
         report.train_seconds["intents"] = round(time.perf_counter() - started, 1)
-        predicted = [p for p, _ in predict(model, [e.text for e in test])]
+        probabilities = model.probabilities([e.text for e in test])
+        predicted = [model.labels[i] for i in probabilities.argmax(axis=1)]
+        confident = probabilities.max(axis=1) >= model.threshold
         gold = [e.intent for e in test]
-        report.intent_accuracy = sum(p == g for p, g in zip(predicted, gold, strict=True)) / len(test)
-        confusions = Counter((g, p or "(none)") for g, p in zip(gold, predicted, strict=True) if g != p)
+        right = [p == g for p, g in zip(predicted, gold, strict=True)]
+        report.intent_accuracy = sum(right) / len(test)
+        report.fallback_rate = float(1 - confident.mean())
+        kept = [r for r, c in zip(right, confident, strict=True) if c]
+        report.accuracy_when_confident = sum(kept) / len(kept) if kept else None
+        confusions = Counter((g, p) for g, p in zip(gold, predicted, strict=True) if g != p)
         report.confusions = [(g, p, n) for (g, p), n in confusions.most_common(10)]
     if slots and any(e.spans for e in train):
         tagger = CRFSlotTagger()
