@@ -338,3 +338,10 @@ def test_minilm_bot_holds_a_sensible_chitchat_out_of_the_box(tmp_path):
     assert reply.confidence > 0.6
     assert Path(index_folder(memory.store, "default"), "vectors.usearch").exists()
     close_all()
+
+
+def test_a_stored_model_score_spares_the_model_but_not_the_word_lists_and_rules():
+    moderator = Moderator()
+    assert not moderator.check("what a lovely day", model_score=0.99).allowed
+    assert not moderator.check("f u c k you", model_score=0.0).allowed
+    assert moderator.check("what a lovely day", model_score=0.1).allowed

@@ -373,7 +373,9 @@ app.add_typer(eval_app, name="eval")
 @eval_app.command("nlu")
 def eval_nlu_command(
     dataset: Annotated[str, typer.Argument(help="banking77, snips, or a training file (YAML/JSON; split 80/20).")],
-    classifier: Annotated[str, typer.Option(help="Intent classifier: embedding (default) or finetuned.")] = "embedding",
+    classifier: Annotated[
+        str, typer.Option(help="embedding (default), finetuned, or joint (one fine-tuned model for intents and slots).")
+    ] = "embedding",
     epochs: Annotated[int | None, typer.Option(help="Epochs of the finetuned classifier.")] = None,
     slots: Annotated[bool, typer.Option(help="Also train and score the slot tagger.")] = True,
     output: Annotated[Path | None, typer.Option("--json", help="Write the report as JSON here.")] = None,
@@ -383,7 +385,7 @@ def eval_nlu_command(
 
     from rejoinder.bots.frames.nlu.evaluate import evaluate
 
-    options = {"epochs": epochs} if epochs and classifier == "finetuned" else {}
+    options = {"epochs": epochs} if epochs and classifier in ("finetuned", "joint") else {}
     try:
         report = evaluate(dataset, classifier=classifier, classifier_options=options, slots=slots)
     except RejoinderError as exc:

@@ -121,8 +121,13 @@ class FrameBot:
             return self._record(state, parse, {}, "cancel", self._with_resume(state, text, now), 1.0)
 
         frame = self.domain.frame_for_intent(intent)
-        switching = frame is not None and current is not None and frame.name != current["frame"]
-        if switching and parse.confidence < SWITCH_CONFIDENCE and self._answers_current(state, parse, current, now):
+        elsewhere = intent is not None and (frame is None or (current is not None and frame.name != current["frame"]))
+        if (
+            elsewhere
+            and current is not None
+            and parse.confidence < SWITCH_CONFIDENCE
+            and self._answers_current(state, parse, current, now)
+        ):
             frame = intent = None  # an answer to the question just asked, not a new request
         if frame is not None and (current is None or frame.name != current["frame"]):
             if current is not None and current["phase"] in ("filling", "confirming"):

@@ -246,8 +246,8 @@ ENUMS: dict[str, dict[tuple[str, str], dict[str, tuple[list[str], list[str]]]]] 
             "other": ([], ["just in case"]),
         },
         ("lost_card", "reissue"): {
-            "new_card": ([], ["please send me a new card", "I need a replacement card", "please reissue it"]),
-            "no_new_card": ([], ["without a replacement please", "I want it without a new card",
+            "new card": ([], ["please send me a new card", "I need a replacement card", "please reissue it"]),
+            "no new card": ([], ["without a replacement please", "I want it without a new card",
                                  "don't send a new one"]),
         },
         ("balance", "account"): {

@@ -176,7 +176,9 @@ class RetrievalBot:
         choice = None
         while candidates:
             index = self._draw([score for _, _, score in candidates], dialogue)
-            if self.moderator.check(candidates[index][1].reply).allowed:
+            row = candidates[index][1]
+            # The model scored this reply when it was stored; word lists and rules run again.
+            if self.moderator.check(row.reply, model_score=row.toxicity).allowed:
                 choice = candidates[index]
                 break
             del candidates[index]  # the screen has changed since it was stored: never say it

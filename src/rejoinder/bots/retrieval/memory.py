@@ -70,6 +70,8 @@ class ServedReply:
     context: list[str]
     source: str
     vector: np.ndarray | None
+    toxicity: float = 0.0
+    """The screen's score when the reply was stored."""
 
 
 @dataclass(frozen=True)
@@ -381,11 +383,16 @@ class RetrievalMemory:
                     RetrievalExchange.context,
                     RetrievalExchange.source,
                     RetrievalExchange.reply_vector,
+                    RetrievalExchange.toxicity,
                 ).where(RetrievalExchange.id.in_(list(ids)), RetrievalExchange.status == APPROVED)
             ).all()
         return {
             i: ServedReply(
-                reply, list(context), source, np.frombuffer(blob, dtype=np.float16).astype(np.float32) if blob else None
+                reply,
+                list(context),
+                source,
+                np.frombuffer(blob, dtype=np.float16).astype(np.float32) if blob else None,
+                float(toxicity or 0.0),
             )
-            for i, reply, context, source, blob in rows
+            for i, reply, context, source, blob, toxicity in rows
         }

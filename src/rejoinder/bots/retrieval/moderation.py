@@ -727,11 +727,16 @@ class Moderator:
         """The form that word lists and pattern rules see (see the module docstring)."""
         return _normalise(text)
 
-    def check(self, text: str) -> Verdict:
-        """Screen one text; the same as ``check_many([text])[0]``."""
-        return self.check_many([text])[0]
+    def check(self, text: str, *, model_score: float | None = None) -> Verdict:
+        """Screen one text; the same as ``check_many([text])[0]``.
 
-    def check_many(self, texts: Sequence[str]) -> list[Verdict]:
+        ``model_score``: the model's score of this very text, known from an earlier screening (the
+        retrieval bot stores it with each reply), so that only the word lists and rules, which a
+        policy change may have changed, run again.
+        """
+        return self.check_many([text], model_scores=None if model_score is None else [model_score])[0]
+
+    def check_many(self, texts: Sequence[str], *, model_scores: Sequence[float] | None = None) -> list[Verdict]:
         """Screen many texts: one model call for all of them, word lists and rules as combined regexes."""
         if isinstance(texts, str):
             raise TypeError("check_many takes a sequence of texts; use check() for a single text")
@@ -740,7 +745,12 @@ class Moderator:
             if not isinstance(text, str):
                 raise TypeError(f"texts[{i}] is a {type(text).__name__}; expected str")
         normalised = [_normalise(t) for t in texts]
-        probabilities = self._model_scores(texts, normalised) if self._predict_prob is not None else None
+        if model_scores is not None:
+            probabilities: list[float] | None = [float(p) for p in model_scores]
+        elif self._predict_prob is not None:
+            probabilities = self._model_scores(texts, normalised)
+        else:
+            probabilities = None
         verdicts = []
         for i, (original, norm) in enumerate(zip(texts, normalised, strict=True)):
             reasons: list[str] = []

@@ -105,27 +105,48 @@ def evaluate(
         train = train[:limit]
     name = dataset if dataset in ANCHORS else Path(dataset).name
     report = Report(name, len(train), len(test), classifier=classifier)
+    if classifier == "joint":
+        return _evaluate_joint(report, train, test, classifier_options or {}, slots)
     labelled = [e for e in train if e.intent]
     if len({e.intent for e in labelled}) >= 2:
         model = make_intent_classifier(classifier, **(classifier_options or {}))
         started = time.perf_counter()
         model.fit([e.text for e in labelled], [e.intent for e in labelled])
         report.train_seconds["intents"] = round(time.perf_counter() - started, 1)
-        probabilities = model.probabilities([e.text for e in test])
-        predicted = [model.labels[i] for i in probabilities.argmax(axis=1)]
-        confident = probabilities.max(axis=1) >= model.threshold
-        gold = [e.intent for e in test]
-        right = [p == g for p, g in zip(predicted, gold, strict=True)]
-        report.intent_accuracy = sum(right) / len(test)
-        report.fallback_rate = float(1 - confident.mean())
-        kept = [r for r, c in zip(right, confident, strict=True) if c]
-        report.accuracy_when_confident = sum(kept) / len(kept) if kept else None
-        confusions = Counter((g, p) for g, p in zip(gold, predicted, strict=True) if g != p)
-        report.confusions = [(g, p, n) for (g, p), n in confusions.most_common(10)]
+        _score_intents(report, model.probabilities([e.text for e in test]), model, test)
     if slots and any(e.spans for e in train):
         tagger = CRFSlotTagger()
         started = time.perf_counter()
         tagger.fit(train)
         report.train_seconds["slots"] = round(time.perf_counter() - started, 1)
         report.slot = span_f1([list(e.spans) for e in test], tagger.predict([e.text for e in test]))
+    return report
+
+
+def _score_intents(report: Report, probabilities: Any, model: Any, test: list[Example]) -> None:
+    predicted = [model.labels[i] for i in probabilities.argmax(axis=1)]
+    confident = probabilities.max(axis=1) >= model.threshold
+    gold = [e.intent for e in test]
+    right = [p == g for p, g in zip(predicted, gold, strict=True)]
+    report.intent_accuracy = sum(right) / len(test)
+    report.fallback_rate = float(1 - confident.mean())
+    kept = [r for r, c in zip(right, confident, strict=True) if c]
+    report.accuracy_when_confident = sum(kept) / len(kept) if kept else None
+    confusions = Counter((g, p) for g, p in zip(gold, predicted, strict=True) if g != p)
+    report.confusions = [(g, p, n) for (g, p), n in confusions.most_common(10)]
+
+
+def _evaluate_joint(
+    report: Report, train: list[Example], test: list[Example], options: dict[str, Any], slots: bool
+) -> Report:
+    from rejoinder.bots.frames.nlu.joint import JointMiniLM
+
+    model = JointMiniLM(**options)
+    started = time.perf_counter()
+    model.fit(train)
+    report.train_seconds["joint (intents + slots)"] = round(time.perf_counter() - started, 1)
+    probabilities, spans = model._run([e.text for e in test])
+    _score_intents(report, probabilities, model, test)
+    if slots and any(e.spans for e in train):
+        report.slot = span_f1([list(e.spans) for e in test], spans)
     return report

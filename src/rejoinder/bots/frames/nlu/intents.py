@@ -137,8 +137,10 @@ class FineTunedIntentClassifier:
         max_length: int = 64,
         seed: int = 13,
         base: str | None = None,
+        threads: int | None = None,
     ) -> None:
         self.threshold = threshold
+        self.threads = threads
         self.epochs = epochs
         self.learning_rate = learning_rate
         self.batch_size = batch_size
@@ -181,6 +183,8 @@ class FineTunedIntentClassifier:
         import torch
 
         self.labels = _check_training(texts, labels)
+        if self.threads:
+            torch.set_num_threads(self.threads)
         torch.manual_seed(self.seed)
         random.seed(self.seed)
         self._build(len(self.labels), self._base_path())
