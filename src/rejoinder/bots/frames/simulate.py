@@ -749,7 +749,11 @@ class User:
     def _confirm(self, bot: BotAct) -> None:
         said = self.goal.said
         wrong = [n for n, v in bot.shown.items() if n in said and n not in self.change_due and v != self._said(n).value]
-        spurious = [name for name, value in bot.shown.items() if name not in self.goal.said and value is not None]
+        spurious = [
+            name
+            for name, value in bot.shown.items()
+            if name not in self.goal.said and value is not None and value != self.goal.values.get(name)
+        ]  # a default the user never said, read back as wanted, is fine
         pending = [name for name in self._pending_informs() if name not in wrong]
         for name in [a.slot for a in self.agenda if a.kind == "change"]:
             if name in wrong or (name in bot.shown and name not in self.change_due):
