@@ -147,3 +147,21 @@ def test_slots_are_tagged_by_a_crf_and_scored_by_exact_span_f1(bank, tmp_path):
 def test_a_tagger_without_annotated_slots_is_refused():
     with pytest.raises(ConfigError, match="annotated slots"):
         CRFSlotTagger().fit([Example("hello", "greet")])
+
+
+def test_fine_tuned_and_joint_models_train_save_and_load(bank, tmp_path):
+    from rejoinder.bots.frames.nlu.intents import FineTunedIntentClassifier
+    from rejoinder.bots.frames.nlu.joint import JointMiniLM
+
+    texts, labels = [e.text for e in bank.examples], [e.intent for e in bank.examples]
+    classifier = FineTunedIntentClassifier(epochs=1, batch_size=8)
+    classifier.fit(texts, labels)
+    classifier.save(tmp_path / "intents")
+    loaded = load_intent_classifier(tmp_path / "intents")
+    assert loaded.probabilities(["block my card"]).shape == (1, 3)
+    joint = JointMiniLM(epochs=1, batch_size=8)
+    joint.fit(bank.examples)
+    joint.save(tmp_path / "joint")
+    again = JointMiniLM.load(tmp_path / "joint")
+    assert again.probabilities(["what's my balance"]).shape == (1, 3)
+    assert isinstance(again.predict(["block my visa card"])[0], list)

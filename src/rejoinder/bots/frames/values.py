@@ -58,32 +58,15 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
-from rejoinder.bots.frames.schema import Slot
+from rejoinder.bots.frames.schema import Slot, SlotType
 from rejoinder.errors import ConfigError, SourceError
 
 GAZETTEER = Path(__file__).with_name("gazetteer") / "cities.tsv"
 
-TYPES = (
-    "text",
-    "city",
-    "location",
-    "date",
-    "time",
-    "datetime",
-    "number",
-    "integer",
-    "money",
-    "phone",
-    "email",
-    "card_number",
-    "account_number",
-    "person",
-    "enum",
-    "regex",
-    "lookup",
-)
+TYPES: tuple[str, ...] = get_args(SlotType)
+"""Every slot type a frame may declare (the schema's list)."""
 
 
 @dataclass(frozen=True)

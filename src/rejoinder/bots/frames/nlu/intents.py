@@ -191,11 +191,8 @@ class FineTunedIntentClassifier:
         index = {label: i for i, label in enumerate(self.labels)}
         y = [index[label] for label in labels]
         order = list(range(len(texts)))
-        steps = self.epochs * math.ceil(len(texts) / self.batch_size)
-        optimiser = torch.optim.AdamW(self.model.parameters(), lr=self.learning_rate, weight_decay=0.01)
-        warmup = max(1, steps // 10)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimiser, lambda s: min((s + 1) / warmup, max(0.0, (steps - s) / max(1, steps - warmup)))
+        optimiser, scheduler = warmup_linear_schedule(
+            self.model, self.learning_rate, self.epochs * math.ceil(len(texts) / self.batch_size)
         )
         loss_fn = torch.nn.CrossEntropyLoss()
         self.model.train()
@@ -259,6 +256,18 @@ class FineTunedIntentClassifier:
         model.model.load_state_dict(torch.load(folder / "model.pt", map_location="cpu"))
         model.model.eval()
         return model
+
+
+def warmup_linear_schedule(model: Any, learning_rate: float, steps: int) -> tuple[Any, Any]:
+    """AdamW with a linear warm-up over the first tenth of the steps, then a linear decay to zero."""
+    import torch
+
+    warmup = max(1, steps // 10)
+    optimiser = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.01)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimiser, lambda s: min((s + 1) / warmup, max(0.0, (steps - s) / max(1, steps - warmup)))
+    )
+    return optimiser, scheduler
 
 
 KINDS: dict[str, type] = {"embedding": EmbeddingIntentClassifier, "finetuned": FineTunedIntentClassifier}

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from rejoinder.bots.frames.nlu.data import Example, Span, bio_tags, spans_from_bio, tokenize
-from rejoinder.bots.frames.nlu.intents import DEFAULT_THRESHOLD
+from rejoinder.bots.frames.nlu.intents import DEFAULT_THRESHOLD, warmup_linear_schedule
 from rejoinder.errors import ConfigError
 
 
@@ -102,11 +102,8 @@ class JointMiniLM:
         tag_index = {t: i for i, t in enumerate(self.tags)}
         intent_index = {label: i for i, label in enumerate(self.labels)}
         order = list(range(len(labelled)))
-        steps = self.epochs * math.ceil(len(order) / self.batch_size)
-        warmup = max(1, steps // 10)
-        optimiser = torch.optim.AdamW(self.model.parameters(), lr=self.learning_rate, weight_decay=0.01)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimiser, lambda s: min((s + 1) / warmup, max(0.0, (steps - s) / max(1, steps - warmup)))
+        optimiser, scheduler = warmup_linear_schedule(
+            self.model, self.learning_rate, self.epochs * math.ceil(len(order) / self.batch_size)
         )
         loss_fn = torch.nn.CrossEntropyLoss(ignore_index=-100)
         self.model.train()
