@@ -215,7 +215,7 @@ class FineTunedIntentClassifier:
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
                 optimiser.step()
                 scheduler.step()
-                total += float(loss) * len(batch)
+                total += loss.item() * len(batch)
             self.log.append({"epoch": epoch + 1, "loss": total / len(order), "seconds": time.perf_counter() - started})
         self.model.eval()
 
