@@ -225,3 +225,11 @@ def test_frames_check_command_accepts_the_examples_and_points_at_a_fault(tmp_pat
     assert result.exit_code == 2 and f"{bad}: /slots/0/type:" in result.stderr
     schema = CliRunner().invoke(app, ["frames", "schema"])
     assert '"title": "Rejoinder slot frame"' in schema.stdout
+
+
+def test_optional_template_parts_are_said_only_with_a_value():
+    from rejoinder.bots.frames.bot import fill
+
+    template = "Block your {card} card[ (reason: {reason})]?"
+    assert fill(template, {"card": "debit"}) == "Block your debit card?"
+    assert fill(template, {"card": "debit", "reason": "stolen"}) == "Block your debit card (reason: stolen)?"

@@ -46,15 +46,20 @@ def display(value: Any) -> str:
 
 
 _UNFILLED = re.compile(r"(?:\b[\w']{1,5}\s+)?\{(\w+)\}")
+_OPTIONAL = re.compile(r"\[([^\[\]]*?\{(\w+)\}[^\[\]]*)\]")
 
 
 def fill(template: str, values: dict[str, Any]) -> str:
-    """Fill a template; a field with no value drops with the short word before it ("from {from} ")."""
+    """Fill a template. ``[, reason: {reason}]`` is said only when ``reason`` has a value; any other
+    field with no value drops with the short word before it ("from {from} ")."""
+
+    def optional(match: re.Match[str]) -> str:
+        return match.group(1) if match.group(2) in values else ""
 
     def drop_unfilled(match: re.Match[str]) -> str:
         return match.group(0) if match.group(1) in values else ""
 
-    template = _UNFILLED.sub(drop_unfilled, template)
+    template = _UNFILLED.sub(drop_unfilled, _OPTIONAL.sub(optional, template))
     shown = {k: v if isinstance(v, _Result) else display(v) for k, v in values.items()}
     return " ".join(string.Formatter().vformat(template, (), shown).split())
 

@@ -9,6 +9,7 @@ The minimal frame, which loads unchanged::
      "submit": {"url": "https://travel.example.ru/dialog/"},
      "confirmation": {"is_required": true, "prompt": "Tickets from {from} to {to} on {date}"}}
 
+Templates: ``{slot}`` inserts a value; ``[, reason: {reason}]`` is said only when the slot has one.
 Compatible extensions: ``intents`` that start the frame, slot ``role`` (so one city does not fill
 both ``from`` and ``to``), ``choices`` with synonyms, ``pattern``, ``lookup`` tables, ``default``,
 ``min``/``max``, submit ``method``/``headers``/``timeout_s``/``retries`` or a Python ``callable``,
