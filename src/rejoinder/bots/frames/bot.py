@@ -288,10 +288,11 @@ def build_nlu(domain: Domain, *, classifier: str = "embedding", embedder: str = 
     from rejoinder.errors import ConfigError
     from rejoinder.store import data_dir
 
+    kinds = sorted(
+        {s.type for f in domain.frames for s in f.slots if s.type not in ("text", "regex", "lookup", "enum")}
+    )
+
     def value_types(text: str) -> list[tuple[int, int, str]]:
-        kinds = sorted(
-            {s.type for f in domain.frames for s in f.slots if s.type not in ("text", "regex", "lookup", "enum")}
-        )
         return [(v.start, v.end, v.type) for v in values.extract_all(text, kinds, lang=domain.language)]
 
     intents = tagger = None

@@ -236,17 +236,16 @@ def create(
     )
     memory = RetrievalMemory(store, collection)
     model = shared_embedder(embedder)
+    window = as_number("window", window, int)
     if corpus and not memory.stats():
         from rejoinder.bots.retrieval.train import import_corpus, progress_printer
 
-        import_corpus(
-            memory, model, moderator, corpus, window=as_number("window", window, int), progress=progress_printer()
-        )
+        import_corpus(memory, model, moderator, corpus, window=window, progress=progress_printer())
     return RetrievalBot(
         memory,
         served_index(memory, model),
         moderator,
-        window=as_number("window", window, int),
+        window=window,
         k=as_number("k", k, int),
         temperature=as_number("temperature", temperature, float),
         learn=as_bool("learn", learn),

@@ -377,13 +377,7 @@ class WordList:
     @classmethod
     def from_file(cls, path: str | Path, lang: str | None = None) -> WordList:
         path = Path(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as error:
-            raise ConfigError(f"cannot read word list {path}: {error.strerror or error}") from None
-        except UnicodeDecodeError as error:
-            raise SourceError(f"not UTF-8 text ({error.reason} at byte {error.start})", path=path) from None
-        return cls.parse(text, lang or path.stem, path)
+        return cls.parse(_read_text(path, "word list"), lang or path.stem, path)
 
     @classmethod
     def shipped(cls, lang: str) -> WordList:
@@ -984,12 +978,16 @@ class _PolicyReader:
         return kwargs
 
 
-def _read_policy_file(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
+def _read_text(path: Path, what: str) -> str:
+    """A UTF-8 file's text, or an error naming the file and what is wrong with it."""
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except OSError as error:
-        raise ConfigError(f"cannot read policy file {path}: {error.strerror or error}") from None
+        raise ConfigError(f"cannot read {what} {path}: {error.strerror or error}") from None
     except UnicodeDecodeError as error:
         raise SourceError(f"not UTF-8 text ({error.reason} at byte {error.start})", path=path) from None
-    return _PolicyReader(path, text).read()
+
+
+def _read_policy_file(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    return _PolicyReader(path, _read_text(path, "policy file")).read()
