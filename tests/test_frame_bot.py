@@ -120,7 +120,7 @@ def bookings(port):
 
 def test_several_slots_in_one_utterance_go_straight_to_confirmation(bot):
     [reply], _ = talk(bot, ["I want to fly from Moscow to Paris tomorrow"])
-    assert reply.text == "Tickets from Moscow to Paris on 2026-11-27"
+    assert reply.text == "Tickets from Moscow to Paris on Friday 27 November 2026"
     assert reply.meta["action"] == "confirm"
 
 
@@ -136,7 +136,7 @@ def test_missing_slots_are_asked_in_order_then_confirmed_and_booked(bot, port):
 
 def test_a_correction_at_confirmation_updates_and_reads_back_again(bot):
     replies, _ = talk(bot, ["I want to fly from Moscow to Paris tomorrow", "no, to Rome"])
-    assert replies[1].text == "Tickets from Moscow to Rome on 2026-11-27"
+    assert replies[1].text == "Tickets from Moscow to Rome on Friday 27 November 2026"
 
 
 def test_no_at_confirmation_asks_what_to_change(bot):
@@ -147,7 +147,7 @@ def test_no_at_confirmation_asks_what_to_change(bot):
 
 def test_ellipsis_reopens_the_last_frame_with_the_other_values_kept(bot):
     replies, _ = talk(bot, ["I want to fly from Moscow to Paris tomorrow", "yes", "And to Rome?"])
-    assert replies[2].text == "Tickets from Moscow to Rome on 2026-11-27"
+    assert replies[2].text == "Tickets from Moscow to Rome on Friday 27 November 2026"
 
 
 def test_anaphora_takes_the_city_mentioned_before(bot):
@@ -180,7 +180,7 @@ def test_the_state_survives_a_restart(bot, domain):
     fresh = FrameBot(domain, build_nlu(domain, embedder="hashing", ner=False), min_intent_confidence=0.3)
     resumed = Dialogue(bot="frames", conversation_id="c1", messages=list(dialogue.messages), state=stored)
     [reply], _ = talk(fresh, ["tomorrow"], resumed)
-    assert reply.text == "Tickets to Berlin on 2026-11-27"
+    assert reply.text == "Tickets to Berlin on Friday 27 November 2026"
 
 
 def test_a_repeated_submission_is_never_booked_twice(port):

@@ -13,6 +13,7 @@ from rejoinder.bots.frames import values
 from rejoinder.bots.frames.bot import EXAMPLES, FrameBot, _start_demo_backend, build_nlu
 from rejoinder.bots.frames.demo_backend import free_port
 from rejoinder.bots.frames.domain import load_domain
+from rejoinder.bots.frames.schema import Slot
 from rejoinder.bots.frames.simulate import (
     ENUMS,
     DialogueResult,
@@ -61,10 +62,16 @@ def bots(tmp_path_factory, port):
 
 @pytest.mark.parametrize("lang", ["en", "ru"])
 def test_date_phrases_resolve_as_values_extract_reads_them(lang):
+    past = Slot(name="when", type="date", prefer="past")
     for offset in range(0, 371, 9):  # every weekday, month ends, the turn of the year
         today = date(2026, 1, 1) + timedelta(offset)
         now = datetime(today.year, today.month, today.day, 12, 0)
-        for phrase, iso in past_dates(today, lang) + future_dates(today, lang):
+        for phrase, iso in past_dates(today, lang):
+            assert [v.value for v in values.extract(phrase, "date", lang=lang, now=now, slot=past)] == [iso], (
+                today,
+                phrase,
+            )
+        for phrase, iso in future_dates(today, lang):
             assert [v.value for v in values.extract(phrase, "date", lang=lang, now=now)] == [iso], (today, phrase)
         assert all(iso <= today.isoformat() for _, iso in past_dates(today, lang))
         assert all(iso > today.isoformat() for _, iso in future_dates(today, lang))

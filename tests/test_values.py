@@ -158,6 +158,33 @@ def test_calendar_dates_without_a_year_prefer_the_future(text, lang, expected):
     assert only(text, "date", lang) == expected
 
 
+PAST = Slot(name="when", type="date", prefer="past")
+
+
+@pytest.mark.parametrize(
+    ("text", "lang", "expected"),
+    [
+        ("I lost it on Monday", "en", "2026-11-23"),  # NOW is Thursday 26 November 2026
+        ("on Thursday", "en", "2026-11-26"),
+        ("on Friday", "en", "2026-11-20"),
+        ("on the 30th", "en", "2026-10-30"),
+        ("on 28 December", "en", "2025-12-28"),
+        ("в пятницу", "ru", "2026-11-20"),
+        ("3 марта", "ru", "2026-03-03"),
+        ("next Monday", "en", "2026-11-30"),  # said outright, the week is not changed
+        ("5 March 2027", "en", "2027-03-05"),
+        ("yesterday", "en", "2026-11-25"),
+    ],
+)
+def test_slots_about_the_past_read_incomplete_dates_as_the_last_such_day(text, lang, expected):
+    assert only(text, "date", lang, slot=PAST) == expected
+
+
+def test_a_time_alone_in_a_past_slot_is_its_last_occurrence():
+    past = Slot(name="when", type="datetime", prefer="past")
+    assert only("at 3pm", "datetime", slot=past) == "2026-11-25T15:00"
+
+
 def test_dateparser_reads_complete_absolute_dates_the_rules_do_not():
     assert only("flight on 3-Dec-2027 please", "date") == "2027-12-03"
 
@@ -449,6 +476,35 @@ def test_enum_matches_russian_inflected_forms():
 def test_enum_tolerates_typos():
     assert found("blok my cards", "enum", slot=ACTION) == ["block", "card"]
     assert found("I want to cancel it", "enum", slot=ACTION) == []
+
+
+REISSUE = Slot(
+    name="reissue",
+    type="enum",
+    choices=[
+        Choice(value="new card", synonyms=["replacement", "send a new one"]),
+        Choice(value="no new card", synonyms=["no replacement", "without a replacement"]),
+        Choice(value="перевыпустить", synonyms=["замена"]),
+        Choice(value="без перевыпуска", synonyms=["без замены"]),
+    ],
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("withuot a replacement", "no new card"),  # a typo inside the longer, negated synonym
+        ("without a replacment", "no new card"),
+        ("without replacement", "no new card"),  # a dropped article
+        ("no replacemnt needed", "no new card"),
+        ("a replacement please", "new card"),  # "a" is not "no": an article never stands for a negation
+        ("i want a replacment", "new card"),
+        ("бех замены", "без перевыпуска"),
+        ("замена нужна", "перевыпустить"),
+    ],
+)
+def test_typos_inside_multi_word_synonyms_keep_their_meaning(text, expected):
+    assert only(text, "enum", "ru" if text[0] > "z" else "en", slot=REISSUE) == expected
 
 
 def test_lookup_takes_a_list_or_a_file(tmp_path: Path):

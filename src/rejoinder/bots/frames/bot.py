@@ -30,6 +30,7 @@ from rejoinder.bots.frames.backends import Outcome, idempotency_key, submit
 from rejoinder.bots.frames.domain import Domain
 from rejoinder.bots.frames.nlu.pipeline import NLU, Parse, is_short
 from rejoinder.bots.frames.schema import Frame
+from rejoinder.bots.frames.values import city_name
 from rejoinder.dialogue import Dialogue, Reply
 from rejoinder.errors import InvalidMessage
 
@@ -38,10 +39,31 @@ SWITCH_CONFIDENCE = 0.8
 _ELLIPSIS_OPENERS = ("and ", "what about", "how about", "а ", "и ", "а если", "а как насчёт", "а как насчет")
 
 
-def display(value: Any) -> str:
-    """A slot value as the bot says it (money objects as "50.00 USD")."""
+_EN_MONTHS = "January February March April May June July August September October November December".split()
+_RU_MONTHS = "января февраля марта апреля мая июня июля августа сентября октября ноября декабря".split()
+_EN_WEEKDAYS = "Monday Tuesday Wednesday Thursday Friday Saturday Sunday".split()
+_ISO_DATE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})(?:T(\d{2}:\d{2}))?$")
+
+
+def display(value: Any, language: str = "en", type: str | None = None) -> str:
+    """A slot value as the bot says it: money as "50.00 USD", ISO dates as "Monday 23 November 2026"
+    (English) or "23 ноября 2026" (Russian), with " at 15:00" / " в 15:00" for a date and time;
+    cities of the gazetteer in the bot's language."""
+    if type in ("city", "location") and isinstance(value, str):
+        return city_name(value, language)
     if isinstance(value, dict) and {"amount", "currency"} <= set(value):
         return f"{value['amount']} {value['currency']}"
+    match = _ISO_DATE.match(value) if isinstance(value, str) else None
+    if match is not None:
+        try:
+            day = datetime(int(match.group(1)), int(match.group(2)), int(match.group(3)))
+        except ValueError:
+            return str(value)
+        if language == "ru":
+            said = f"{day.day} {_RU_MONTHS[day.month - 1]} {day.year}"
+            return f"{said} в {match.group(4)}" if match.group(4) else said
+        said = f"{_EN_WEEKDAYS[day.weekday()]} {day.day} {_EN_MONTHS[day.month - 1]} {day.year}"
+        return f"{said} at {match.group(4)}" if match.group(4) else said
     return str(value)
 
 
@@ -49,9 +71,10 @@ _UNFILLED = re.compile(r"(?:\b[\w']{1,5}\s+)?\{(\w+)\}")
 _OPTIONAL = re.compile(r"\[([^\[\]]*?\{(\w+)\}[^\[\]]*)\]")
 
 
-def fill(template: str, values: dict[str, Any]) -> str:
+def fill(template: str, values: dict[str, Any], language: str = "en", types: dict[str, str] | None = None) -> str:
     """Fill a template. ``[, reason: {reason}]`` is said only when ``reason`` has a value; any other
-    field with no value drops with the short word before it ("from {from} ")."""
+    field with no value drops with the short word before it ("from {from} "). Values are shown as
+    :func:`display` says them, in ``language``; ``types`` maps slot names to their types."""
 
     def optional(match: re.Match[str]) -> str:
         return match.group(1) if match.group(2) in values else ""
@@ -60,7 +83,8 @@ def fill(template: str, values: dict[str, Any]) -> str:
         return match.group(0) if match.group(1) in values else ""
 
     template = _UNFILLED.sub(drop_unfilled, _OPTIONAL.sub(optional, template))
-    shown = {k: v if isinstance(v, _Result) else display(v) for k, v in values.items()}
+    types = types or {}
+    shown = {k: v if isinstance(v, _Result) else display(v, language, types.get(k)) for k, v in values.items()}
     return " ".join(string.Formatter().vformat(template, (), shown).split())
 
 
@@ -206,7 +230,9 @@ class FrameBot:
         if frame.confirmation.is_required:
             instance["phase"] = "confirming"
             instance["asked"] = None
-            text = fill(frame.confirmation.prompt or "", tracker.values_with_defaults(frame, instance))
+            text = self._fill_template(
+                frame, frame.confirmation.prompt or "", tracker.values_with_defaults(frame, instance)
+            )
             return self._record(state, parse, changed, "confirm", text, confidence)
         return self._submit(state, dialogue, parse, frame, instance, changed, now)
 
@@ -236,7 +262,7 @@ class FrameBot:
             instance["phase"] = "done"
             state["last"] = instance
             template = frame.submit.success_prompt if frame.submit else "Done."
-            text = fill(template, {**values, "result": _Result(outcome.result)})
+            text = self._fill_template(frame, template, {**values, "result": _Result(outcome.result)})
             action = "submitted"
         else:
             instance["phase"] = "confirming" if frame.confirmation.is_required else "filling"
@@ -247,10 +273,15 @@ class FrameBot:
             text = self._with_resume(state, text, now)
         return self._record(state, parse, changed, action, text, 1.0)
 
+    def _fill_template(self, frame: Frame, template: str, values: dict[str, Any]) -> str:
+        return fill(template, values, self.domain.language, {s.name: s.type for s in frame.slots})
+
     def _next_question(self, state: dict[str, Any], instance: dict[str, Any], now: datetime) -> str:
         frame = self.domain.frame(instance["frame"])
         if instance["phase"] == "confirming":
-            return fill(frame.confirmation.prompt or "", tracker.values_with_defaults(frame, instance))
+            return self._fill_template(
+                frame, frame.confirmation.prompt or "", tracker.values_with_defaults(frame, instance)
+            )
         missing = tracker.missing_slot(frame, instance)
         if missing is not None:
             instance["asked"] = missing.name

@@ -81,6 +81,13 @@ class Slot(_Strict):
     default: Any = Field(default=None, description="Value used when the user never gives one.")
     min: float | None = None
     max: float | None = None
+    prefer: Literal["future", "past"] = Field(
+        default="future",
+        description=(
+            "How a date said without its week, month or year resolves: 'future' (the default) reads"
+            " 'Monday' and '5 March' as the next one; 'past' as the last one, for events that happened"
+        ),
+    )
 
     @field_validator("name")
     @classmethod

@@ -59,6 +59,7 @@ def past_dates(today: date, lang: str) -> list[tuple[str, str]]:
     """Phrases for a day in the past ("yesterday", "last Friday", "3 дня назад") with their ISO dates."""
     out: list[tuple[str, date]] = []
     last = {wd: today - timedelta(days=(today.weekday() - wd - 1) % 7 + 1) for wd in range(7)}
+    plain = {wd: today - timedelta(days=(today.weekday() - wd) % 7) for wd in range(7)}
     if lang == "ru":
         out += [("сегодня", today), ("вчера", today - timedelta(1)), ("позавчера", today - timedelta(2))]
         for n in (2, 3, 4, 5):
@@ -66,6 +67,7 @@ def past_dates(today: date, lang: str) -> list[tuple[str, str]]:
         out += [(f"{RU_NUMBERS[n]} {_ru_days(n)} назад", today - timedelta(n)) for n in (2, 3)]
         out.append(("неделю назад", today - timedelta(7)))
         out += [(f"в {RU_LAST[wd]} {RU_WEEKDAYS_ACC[wd]}", last[wd]) for wd in range(7)]
+        out += [(f"{'во' if wd == 1 else 'в'} {RU_WEEKDAYS_ACC[wd]}", plain[wd]) for wd in range(7)]
         for back in (6, 11, 19, 33):
             d = today - timedelta(back)
             out.append((f"{d.day} {RU_MONTHS_GEN[d.month - 1]} {d.year} года", d))
@@ -81,6 +83,7 @@ def past_dates(today: date, lang: str) -> list[tuple[str, str]]:
         out += [(f"{EN_NUMBERS[n]} days ago", today - timedelta(n)) for n in (2, 3)]
         out.append(("a week ago", today - timedelta(7)))
         out += [(f"last {EN_WEEKDAYS[wd]}", last[wd]) for wd in range(7)]
+        out += [(f"on {EN_WEEKDAYS[wd]}", plain[wd]) for wd in range(7)]
         for back in (6, 11, 19, 33):
             d = today - timedelta(back)
             out.append((f"on {d.day} {EN_MONTHS[d.month - 1]} {d.year}", d))
@@ -439,9 +442,6 @@ UNRELATED = {
 ACTS["en"]["also"] = ["also, {c}", "oh and {c}", "one more thing: {c}"]
 ACTS["ru"]["also"] = ["и ещё: {c}", "забыл сказать: {c}", "кстати, {c}"]
 
-FUTURE_DATE_SLOTS = frozenset({"travel.date"})
-"""Date slots about a day ahead; every other date slot is about a day in the past (a loss, a payment)."""
-
 _PROTECTED_TYPES = frozenset({"regex", "text", "money"})
 """Values the noise leaves alone: references and shop names are copied, amounts are digits."""
 
@@ -479,7 +479,7 @@ def sample_value(lang: str, frame: Frame, slot: Slot, today: date, rng: random.R
         role = slot.role or typed.default_role(slot.name)
         return Said(canonical, name, forms[{"origin": "from", "destination": "to"}.get(role or "", "where")])
     if slot.type == "date":
-        future = f"{frame.name}.{slot.name}" in FUTURE_DATE_SLOTS
+        future = slot.prefer == "future"  # a loss or a payment happened; a trip is ahead
         phrase, iso = rng.choice((future_dates if future else past_dates)(today, lang))
         return Said(iso, phrase, phrase)
     if slot.type == "money":

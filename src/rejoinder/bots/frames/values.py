@@ -552,7 +552,12 @@ class _Matcher:
                     seen.add(id(phrase))
                     if all(keys[i + k] & phrase.keys[k] for k in range(n)) and self._cased(token, phrase):
                         candidates.append((token.start, tokens[i + n - 1].end, 0, phrase.canonical))
-        candidates.extend(self._fuzzy(text, tokens))
+        exact = list(candidates)
+        for fuzzy in self._fuzzy(text, tokens):
+            # A near-miss over more words outranks the exact words it contains: "withuot a replacement"
+            # is the negated phrase with a typo, not "replacement".
+            covers = any(fuzzy[0] <= c[0] and c[1] <= fuzzy[1] and c[1] - c[0] < fuzzy[1] - fuzzy[0] for c in exact)
+            candidates.append((fuzzy[0], fuzzy[1], -1 if covers else fuzzy[2], fuzzy[3]))
         return [(s, e, c) for s, e, _, c in _pick(candidates)]
 
     def _cased(self, token: _Token, phrase: _Phrase) -> bool:
@@ -569,20 +574,63 @@ class _Matcher:
         words = [t for t in tokens if not t.text.isdigit()]
         whole = len(words) == len(tokens)
         for n, strings in self.by_length.items():
-            for i in range(len(tokens) - n + 1):
-                window = tokens[i : i + n]
-                if any(t.text.isdigit() for t in window):
-                    continue
-                if self.fuzzy_guarded and not (window[0].text[:1].isupper() or (whole and n == len(tokens))):
-                    continue
-                queries = {" ".join(t.folded for t in window), " ".join(_lemma(t.text) for t in window)}
-                for query in queries:
-                    if len(query) < 4:
+            # Windows of one word fewer or more than the name catch a dropped or added article.
+            for size in sorted({max(1, n - 1), n, n + 1}):
+                for i in range(len(tokens) - size + 1):
+                    window = tokens[i : i + size]
+                    if any(t.text.isdigit() for t in window):
                         continue
-                    best = process.extractOne(query, strings.keys(), scorer=fuzz.ratio, score_cutoff=FUZZY_SCORE)
-                    if best is not None:
-                        found.append((window[0].start, window[-1].end, 1, strings[best[0]]))
+                    if self.fuzzy_guarded and (
+                        size != n or not (window[0].text[:1].isupper() or (whole and n == len(tokens)))
+                    ):
+                        continue
+                    queries = {" ".join(t.folded for t in window), " ".join(_lemma(t.text) for t in window)}
+                    for query in queries:
+                        if len(query) < 4:
+                            continue
+                        best = process.extractOne(query, strings.keys(), scorer=fuzz.ratio, score_cutoff=FUZZY_SCORE)
+                        if best is not None and _word_aligned(query.split(), best[0].split()):
+                            rank = 1 + (100 - best[1]) / 100  # the closest reading first
+                            found.append((window[0].start, window[-1].end, rank, strings[best[0]]))
         return found
+
+
+_SKIPPABLE = frozenset("a an the my me it to of for please just мне мою мой моя эту это этот же ну пожалуйста".split())
+"""Words a near-miss may drop or add; never a negation, which changes the meaning."""
+
+
+def _alike(a: str, b: str) -> bool:
+    """One word said for another: equal, close (rapidfuzz ratio >= 75), or one typo in a short word."""
+    from rapidfuzz import fuzz
+    from rapidfuzz.distance import Levenshtein
+
+    if a == b or fuzz.ratio(a, b) >= 75:
+        return True
+    return min(len(a), len(b)) >= 3 and a[0] == b[0] and Levenshtein.distance(a, b) <= 1
+
+
+def _word_aligned(said: Sequence[str], name: Sequence[str]) -> bool:
+    """Whether ``said`` reads as ``name`` word by word: each word alike (a typo at most), one filler word
+    dropped or added at most ("without replacement" ~ "without a replacement"; "a replacement" is not
+    "no replacement")."""
+    if len(said) == len(name) == 1:
+        return True
+    # best[i][j] = fewest skips aligning said[:i] with name[:j]; skips only of filler words
+    inf = 99
+    best = [[inf] * (len(name) + 1) for _ in range(len(said) + 1)]
+    best[0][0] = 0
+    for i in range(len(said) + 1):
+        for j in range(len(name) + 1):
+            here = best[i][j]
+            if here >= inf:
+                continue
+            if i < len(said) and j < len(name) and _alike(said[i], name[j]):
+                best[i + 1][j + 1] = min(best[i + 1][j + 1], here)
+            if i < len(said) and said[i] in _SKIPPABLE:
+                best[i + 1][j] = min(best[i + 1][j], here + 1)
+            if j < len(name) and name[j] in _SKIPPABLE:
+                best[i][j + 1] = min(best[i][j + 1], here + 1)
+    return best[len(said)][len(name)] <= 1
 
 
 def _choices_matcher(entries: Iterable[tuple[str, Sequence[str]]]) -> _Matcher:
@@ -646,6 +694,23 @@ def _city_matcher() -> _Matcher:
     return matcher
 
 
+@lru_cache(maxsize=1)
+def _city_names() -> dict[str, tuple[str, str]]:
+    names = {}
+    for line in GAZETTEER.read_text(encoding="utf-8").splitlines():
+        columns = line.split("\t")
+        if len(columns) == 3 and not line.startswith("#"):
+            canonical, en, ru = (c.split("|")[0].strip() for c in columns)
+            names[canonical] = (en or canonical, ru or en or canonical)
+    return names
+
+
+def city_name(canonical: str, lang: str) -> str:
+    """How a city of the gazetteer is written in ``lang`` ("Kazan" -> "Казань"); unknown names unchanged."""
+    names = _city_names().get(canonical)
+    return canonical if names is None else names[1] if lang == "ru" else names[0]
+
+
 # --------------------------------------------------------------------------------------------
 # Dates and times: rules for the common English and Russian forms, dateparser for the rest
 
@@ -662,6 +727,7 @@ class _Moment:
     clock: tuple[int, int] | None = None
     bare: bool = False  # the hour was said without am/pm or a part of the day ("at 3")
     part: str | None = None  # morning / afternoon / evening / night
+    floating: str | None = None  # "week" / "month" / "year": the date was said without it
 
 
 def _apply_part(hour: int, part: str | None) -> int:
@@ -905,7 +971,8 @@ def _relative_day(m: re.Match[str], now: dt.datetime) -> _Moment:
 @_rule(rf"\b(?P<core>(?:(?P<mod>this|next|last|coming)\s+)?(?P<wd>{'|'.join(_EN_WEEKDAYS)}))\b")
 def _en_weekday(m: re.Match[str], now: dt.datetime) -> _Moment:
     modifier = {"next": "next", "last": "last"}.get(m.group("mod") or "")
-    return _Moment(0, 0, date=_weekday(now.date(), _EN_WEEKDAYS[m.group("wd")], modifier))
+    floating = "week" if (m.group("mod") or "this") == "this" else None
+    return _Moment(0, 0, date=_weekday(now.date(), _EN_WEEKDAYS[m.group("wd")], modifier), floating=floating)
 
 
 @_rule(
@@ -916,7 +983,8 @@ def _ru_weekday(m: re.Match[str], now: dt.datetime) -> _Moment:
     mod = m.group("mod") or ""
     modifier = "next" if mod.startswith(("следующ", "будущ")) else "last" if mod.startswith("прошл") else None
     weekday = next(v for k, v in _RU_WEEKDAYS.items() if m.group("wd").startswith(k))
-    return _Moment(0, 0, date=_weekday(now.date(), weekday, modifier))
+    floating = None if modifier or mod.startswith("ближайш") else "week"
+    return _Moment(0, 0, date=_weekday(now.date(), weekday, modifier), floating=floating)
 
 
 @_rule(rf"\b(?P<core>in\s+(?:(?P<half>half\s+an\s+hour)|(?P<n>{_EN_NUMBER})\s+{_EN_UNIT}))\b")
@@ -962,7 +1030,7 @@ def _calendar_date(m: re.Match[str], now: dt.datetime) -> _Moment | None:
         return None
     year = int(m.group("year")) if m.groupdict().get("year") else None
     date = _day_month(now.date(), day, _month_of(m), year)
-    return None if date is None else _Moment(0, 0, date=date)
+    return None if date is None else _Moment(0, 0, date=date, floating=None if year else "year")
 
 
 @_rule(
@@ -1001,7 +1069,7 @@ def _day_of_month(m: re.Match[str], now: dt.datetime) -> _Moment | None:
     ):
         return None  # "the second time" is not a date; "on the second" is
     date = _next_day_of_month(now.date(), day)
-    return None if date is None else _Moment(0, 0, date=date)
+    return None if date is None else _Moment(0, 0, date=date, floating="month")
 
 
 _EN_HOUR = _alternation(w for w in _HOUR_WORDS if w.isascii())
@@ -1065,7 +1133,7 @@ def _part_of_day(m: re.Match[str], now: dt.datetime) -> _Moment:
     return _Moment(0, 0, part=ru.get(m.group("core"), m.group("core")))
 
 
-def _dateparser_moments(text: str, lang: str, now: dt.datetime) -> list[_Moment]:
+def _dateparser_moments(text: str, lang: str, now: dt.datetime, prefer: str = "future") -> list[_Moment]:
     """Complete absolute dates (day, month and year) that the rules above do not read, via dateparser."""
     if not re.search(r"\d{2}", text):
         return []
@@ -1074,7 +1142,7 @@ def _dateparser_moments(text: str, lang: str, now: dt.datetime) -> list[_Moment]
 
         settings = {
             "RELATIVE_BASE": now.replace(tzinfo=None),
-            "PREFER_DATES_FROM": "future",
+            "PREFER_DATES_FROM": prefer,
             "STRICT_PARSING": True,
             "RETURN_AS_TIMEZONE_AWARE": False,
         }
@@ -1097,7 +1165,7 @@ def _dateparser_moments(text: str, lang: str, now: dt.datetime) -> list[_Moment]
     return moments
 
 
-def _scan(text: str, lang: str, now: dt.datetime) -> list[_Moment]:
+def _scan(text: str, lang: str, now: dt.datetime, prefer: str = "future") -> list[_Moment]:
     """Every date/time piece in the text, the longest where rules overlap."""
     low = _lower(text)
     found: list[tuple[Any, ...]] = []
@@ -1110,7 +1178,7 @@ def _scan(text: str, lang: str, now: dt.datetime) -> list[_Moment]:
                 moment.start, moment.end = match.span("core")
                 found.append((moment.start, moment.end, 0, moment))
     if not any(c[3].date for c in found):
-        found.extend((m.start, m.end, 1, m) for m in _dateparser_moments(text, lang, now))
+        found.extend((m.start, m.end, 1, m) for m in _dateparser_moments(text, lang, now, prefer))
     return [c[3] for c in _pick(found)]
 
 
@@ -1144,7 +1212,26 @@ class _When:
     time_span: tuple[int, int] | None
 
 
-def _resolve(group: list[_Moment]) -> _When:
+def _to_past(date: dt.date, floating: str | None, today: dt.date) -> dt.date:
+    """The last such date on or before today, for a date read forward from an incomplete mention."""
+    if floating is None or date <= today:
+        return date
+    if floating == "week":
+        return date - dt.timedelta(days=7)
+    if floating == "year":
+        for year in range(date.year - 1, date.year - 9, -1):
+            if date.month != 2 or date.day != 29 or calendar.isleap(year):
+                return date.replace(year=year)
+        return date
+    year, month = date.year, date.month
+    for _ in range(24):
+        year, month = (year - 1, 12) if month == 1 else (year, month - 1)
+        if date.day <= calendar.monthrange(year, month)[1] and dt.date(year, month, date.day) <= today:
+            return dt.date(year, month, date.day)
+    return date
+
+
+def _resolve(group: list[_Moment], prefer: str = "future", today: dt.date | None = None) -> _When:
     dated = next((m for m in group if m.date), None)
     clocked = next((m for m in group if m.clock), None)
     parted = next((m for m in group if m.part), None)
@@ -1161,8 +1248,11 @@ def _resolve(group: list[_Moment]) -> _When:
                 time_span = span
     elif parted is not None and part is not None:
         time, time_span = dt.time(*PART_TIMES[part]), (parted.start, parted.end)
+    date = dated.date if dated else None
+    if date is not None and dated is not None and prefer == "past" and today is not None:
+        date = _to_past(date, dated.floating, today)
     return _When(
-        date=dated.date if dated else None,
+        date=date,
         time=time,
         start=group[0].start,
         end=max(m.end for m in group),
@@ -1171,10 +1261,10 @@ def _resolve(group: list[_Moment]) -> _When:
     )
 
 
-def _temporal(text: str, type: str, lang: str, now: dt.datetime) -> list[Value]:
+def _temporal(text: str, type: str, lang: str, now: dt.datetime, prefer: str = "future") -> list[Value]:
     values = []
-    for group in _groups(text, _scan(text, lang, now)):
-        when = _resolve(group)
+    for group in _groups(text, _scan(text, lang, now, prefer)):
+        when = _resolve(group, prefer, now.date())
         if type == "date" and when.date is not None and when.date_span:
             start, end = when.date_span
             values.append(Value("date", when.date.isoformat(), text[start:end], start, end))
@@ -1188,7 +1278,10 @@ def _temporal(text: str, type: str, lang: str, now: dt.datetime) -> list[Value]:
                 date = when.date
                 if date is None:
                     ahead = when.time >= now.time().replace(second=0, microsecond=0)
-                    date = now.date() + dt.timedelta(days=0 if ahead else 1)
+                    if prefer == "past":
+                        date = now.date() - dt.timedelta(days=1 if ahead else 0)
+                    else:
+                        date = now.date() + dt.timedelta(days=0 if ahead else 1)
                 value = dt.datetime.combine(date, when.time).strftime("%Y-%m-%dT%H:%M")
             values.append(Value("datetime", value, text[when.start : when.end], when.start, when.end))
     return values
@@ -1262,7 +1355,7 @@ def extract(
     if type == "text":
         values = _text(text)
     elif type in ("date", "time", "datetime"):
-        values = _temporal(text, type, lang, now)
+        values = _temporal(text, type, lang, now, slot.prefer if slot is not None else "future")
     elif type in ("number", "integer"):
         values = [
             Value(type, value, text[s:e], s, e)
