@@ -111,18 +111,34 @@ class ChatSession:
         return reply
 
     def stream(self, text: str) -> Iterator[str]:
-        """Yield the reply in pieces as the bot produces them; the turn is stored after the last piece."""
+        """Yield the reply in pieces as the bot produces them; the turn is stored after the last piece.
+
+        Closing the iterator early (the user pressed Ctrl-C, the client went away) stops the bot and
+        stores what was said so far, marked ``cancelled`` in the reply's meta.
+        """
         working, message = self._begin(text)
-        if isinstance(self.bot, StreamingBot):
-            pieces = []
-            for piece in self.bot.stream(working):
+        if not isinstance(self.bot, StreamingBot):
+            reply = self.bot.respond(working)
+            self._commit(working, [message, self._reply_message(reply)])
+            yield reply.text
+            return
+        pieces: list[str] = []
+        finished = False
+        source = self.bot.stream(working)
+        try:
+            for piece in source:
                 pieces.append(piece)
                 yield piece
-            reply = Reply("".join(pieces))
-        else:
-            reply = self.bot.respond(working)
-            yield reply.text
-        self._commit(working, [message, self._reply_message(reply)])
+            finished = True
+        finally:
+            close = getattr(source, "close", None)
+            if close is not None:
+                close()
+            if finished or pieces:
+                meta = dict(getattr(self.bot, "last_stats", {}) or {})
+                if not finished:
+                    meta["cancelled"] = True
+                self._commit(working, [message, self._reply_message(Reply("".join(pieces).strip(), meta=meta))])
 
     def _reply_message(self, reply: Reply) -> Message:
         return Message("assistant", reply.text, bot=self.bot.name, meta=reply.meta)

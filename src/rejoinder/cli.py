@@ -89,6 +89,16 @@ def chat_command(
     ] = None,
     db: DbOption = None,
     explain: Annotated[bool, typer.Option("--explain", help="Show why the bot answered as it did.")] = False,
+    model: Annotated[
+        str | None,
+        typer.Option("--model", help="LLM bots: a local Hugging Face model directory, a GGUF file, or smollm2."),
+    ] = None,
+    backend: Annotated[
+        str | None, typer.Option("--backend", help="LLM bots: auto, torch, llama.cpp or openai.")
+    ] = None,
+    base_url: Annotated[
+        str | None, typer.Option("--base-url", help="LLM bots: an OpenAI-compatible server, e.g. http://host:8000/v1.")
+    ] = None,
 ) -> None:
     """Chat with a bot in the terminal (or, with piped input, one reply per input line)."""
     from rejoinder.bots import load_bot_config
@@ -99,10 +109,10 @@ def chat_command(
     try:
         store = Store(db)
         if conversation:
-            if script or config or option:
+            if script or config or option or model or backend or base_url:
                 raise RejoinderError(
                     "--conversation resumes a conversation with the bot it was started with; "
-                    "drop --script, --config and --option"
+                    "drop --script, --config, --option, --model, --backend and --base-url"
                 )
             session = ChatSession.resume(store, conversation)
             if bot and bot != session.dialogue.bot:
@@ -113,6 +123,9 @@ def chat_command(
             if bot and config and bot != name:
                 raise RejoinderError(f"--bot {bot!r} disagrees with the bot {name!r} named in {config}")
             options.update(_parse_options(option or []))
+            for key, value in (("model", model), ("backend", backend), ("base_url", base_url)):
+                if value is not None:
+                    options[key] = value
             if script is not None:
                 options["script"] = str(script.expanduser().resolve())
             session, opening = ChatSession.start(store, name, options, user_id=user or _local_user())
@@ -137,6 +150,7 @@ def run_piped(
     Returns the exit status: 0, or 1 if any line was refused (the reason goes to stderr with the
     line number; the other lines are still answered).
     """
+    from rejoinder.dialogue import StreamingBot
     from rejoinder.errors import InvalidMessage
 
     status = 0
@@ -147,6 +161,16 @@ def run_piped(
         if not line.strip():
             continue
         try:
+            if isinstance(session.bot, StreamingBot):
+                started = False
+                for piece in session.stream(line.rstrip("\n")):
+                    piece = piece.replace("\r", "").replace("\n", " ")  # one reply per output line
+                    stdout.write(piece.lstrip() if not started else piece)
+                    started = started or bool(piece.strip())
+                    stdout.flush()
+                stdout.write("\n")
+                stdout.flush()
+                continue
             reply = session.send(line.rstrip("\n"))
         except InvalidMessage as exc:
             stderr.write(f"line {number}: {exc}\n")

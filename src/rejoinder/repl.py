@@ -8,7 +8,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from rejoinder.chat import ChatSession
-from rejoinder.dialogue import Reply
+from rejoinder.dialogue import Reply, StreamingBot
 from rejoinder.errors import InvalidMessage, RejoinderError
 
 HELP = "/quit leaves (Ctrl-D too) · /explain toggles why the bot said it · /id shows the conversation id"
@@ -31,6 +31,23 @@ def _say(console: Console, bot: str, reply: Reply, explain: bool) -> None:
     if explain and reply.meta:
         details = ", ".join(f"{k}={v}" for k, v in reply.meta.items() if v not in (None, "", []))
         console.print(f"  [dim]{escape(details)}[/]", highlight=False)
+
+
+def _stream(console: Console, session: ChatSession, bot: str, text: str) -> None:
+    """Show a streaming bot's reply as it is produced; Ctrl-C stops it (what was said is kept)."""
+    console.print(f"[bold cyan]{escape(bot)}>[/] ", end="", highlight=False)
+    pieces = session.stream(text)
+    try:
+        for piece in pieces:
+            console.print(piece, end="", style="cyan", highlight=False, markup=False, soft_wrap=True)
+        console.print()
+    except KeyboardInterrupt:
+        pieces.close()
+        console.print(" [dim](stopped)[/]", highlight=False)
+    except InvalidMessage as exc:
+        console.print(f"\n[yellow]{escape(str(exc))}[/]", highlight=False)
+    except RejoinderError as exc:
+        console.print(f"\n[bold red]error:[/] {escape(str(exc))}", highlight=False)
 
 
 def run_repl(
@@ -74,6 +91,9 @@ def run_repl(
             console.print(f"[dim]{HELP}[/]")
             continue
         if not text.strip():
+            continue
+        if isinstance(session.bot, StreamingBot):
+            _stream(console, session, bot, text)
             continue
         try:
             reply = session.send(text)

@@ -1,0 +1,355 @@
+"""In-process PyTorch/transformers backend with batched decoding of concurrent requests.
+
+One background thread owns the model. Each request is prefilled on its own, then joins the batch:
+every decoding step runs all active sequences through the model at once (one forward pass for
+the batch, left-padded key/value caches, per-sequence positions and sampling), and sequences leave
+the batch as they finish - continuous batching, so sixteen chats cost little more per step than
+one. Models with sliding-window attention layers decode one sequence at a time.
+"""
+
+from __future__ import annotations
+
+import inspect
+import queue
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+from rejoinder.bots.llm.backends import Backend, Messages
+from rejoinder.bots.llm.generation import Cancel, GenerationParams, StopScanner
+from rejoinder.bots.llm.models import ModelRef, dequantised_dir
+from rejoinder.errors import ConfigError, InvalidMessage
+
+MAX_BATCH = 16
+
+
+LogitsHook = Callable[[list[int], Any], Any]
+"""Called with the ids generated so far and the next token's logits (a 1-D tensor); returns the
+logits to sample from - e.g. with -inf where a grammar forbids a token (constrained decoding)."""
+
+
+class _Request:
+    def __init__(
+        self, ids: Sequence[int], params: GenerationParams, cancel: Cancel, torch: Any, hook: LogitsHook | None = None
+    ) -> None:
+        self.ids = list(ids)
+        self.hook = hook
+        self.output: list[int] = []
+        self.params = params
+        self.cancel = cancel
+        self.out: queue.Queue[Any] = queue.Queue()
+        self.generated = 0
+        self.position = len(self.ids)  # tokens in the cache once prefilled
+        self.next_token = 0
+        self.seen = set(self.ids)
+        self.generator = torch.Generator().manual_seed(params.seed) if params.seed is not None else None
+        self.finished = False
+
+    def finish(self, error: BaseException | None = None) -> None:
+        if not self.finished:
+            self.finished = True
+            self.out.put(error)
+
+
+class BatchEngine:
+    """Decodes many sequences together on one model; :meth:`submit` streams one sequence's token ids."""
+
+    def __init__(self, model: Any, eos_ids: set[int], max_batch: int = MAX_BATCH) -> None:
+        import torch
+
+        self.torch = torch
+        self.model = model
+        self.eos_ids = eos_ids
+        layer_types = getattr(model.config, "layer_types", None) or []
+        self.batchable = not any("sliding" in str(t) for t in layer_types)
+        self.max_batch = max_batch if self.batchable else 1
+        parameters = inspect.signature(model.forward).parameters
+        self._cache_arg = "cache" if "cache" in parameters else "past_key_values"  # transformers 5 renamed it
+        self._keep_last = "logits_to_keep" in parameters
+        self.pending: queue.Queue[_Request] = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def submit(
+        self, ids: Sequence[int], params: GenerationParams, cancel: Cancel, hook: LogitsHook | None = None
+    ) -> Iterator[int]:
+        request = _Request(ids, params, cancel, self.torch, hook)
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="rejoinder-decoder", daemon=True)
+                self._thread.start()
+        self.pending.put(request)
+        try:
+            while True:
+                item = request.out.get()
+                if item is None:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            cancel.set()  # the reader stopped: the decoder drops the sequence at its next step
+
+    # -- the decoding thread ----------------------------------------------------------------------
+    def _run(self) -> None:
+        with self.torch.inference_mode():
+            rows: list[_Request] = []
+            cache: Any = None
+            mask: Any = None
+            while True:
+                try:
+                    rows, cache, mask = self._admit(rows, cache, mask)
+                    rows, cache, mask = self._drop(rows, cache, mask, [r for r in rows if r.cancel.is_set])
+                    if rows:
+                        rows, cache, mask = self._step(rows, cache, mask)
+                except Exception as exc:  # a model error fails the requests in flight, not the thread
+                    for row in rows:
+                        row.finish(exc)
+                    rows, cache, mask = [], None, None
+
+    def _admit(self, rows: list[_Request], cache: Any, mask: Any) -> tuple[list[_Request], Any, Any]:
+        arrivals = []
+        if not rows:
+            arrivals.append(self.pending.get())
+        while len(rows) + len(arrivals) < self.max_batch:
+            try:
+                arrivals.append(self.pending.get_nowait())
+            except queue.Empty:
+                break
+        for request in arrivals:
+            if request.cancel.is_set:
+                request.finish()
+                continue
+            try:
+                extra = {"logits_to_keep": 1} if self._keep_last else {}
+                output = self.model(input_ids=self.torch.tensor([request.ids]), use_cache=True, **extra)
+            except Exception as exc:
+                request.finish(exc)
+                continue
+            token = self._sample(request, output.logits[0, -1])
+            if self._emit(request, token):
+                continue
+            rows, cache, mask = self._join(rows, cache, mask, request, self._cache_of(output))
+        return rows, cache, mask
+
+    def _join(self, rows: list[_Request], cache: Any, mask: Any, request: _Request, own: Any) -> tuple[list, Any, Any]:
+        torch = self.torch
+        if not rows:
+            return [request], own, torch.ones(1, request.position, dtype=torch.long)
+        from transformers import DynamicCache
+
+        width, extra = mask.shape[1], request.position
+        total = max(width, extra)
+        layers = []
+        for batch_layer, own_layer in zip(cache.layers, own.layers, strict=True):
+            pairs = []
+            for batch_t, own_t in ((batch_layer.keys, own_layer.keys), (batch_layer.values, own_layer.values)):
+                batch_t = _left_pad(torch, batch_t, total - width)
+                own_t = _left_pad(torch, own_t, total - extra)
+                pairs.append(torch.cat([batch_t, own_t], dim=0))
+            layers.append(tuple(pairs))
+        mask = torch.cat(
+            [
+                torch.nn.functional.pad(mask, (total - width, 0)),
+                torch.nn.functional.pad(torch.ones(1, extra, dtype=torch.long), (total - extra, 0)),
+            ]
+        )
+        return [*rows, request], DynamicCache(ddp_cache_data=layers), mask
+
+    def _drop(self, rows: list[_Request], cache: Any, mask: Any, leaving: list[_Request]) -> tuple[list, Any, Any]:
+        if not leaving:
+            return rows, cache, mask
+        for row in leaving:
+            row.finish()
+        keep = [i for i, row in enumerate(rows) if row not in leaving]
+        if not keep:
+            return [], None, None
+        torch = self.torch
+        from transformers import DynamicCache
+
+        index = torch.tensor(keep)
+        mask = mask[index]
+        first = int((mask.sum(dim=0) > 0).nonzero()[0])  # columns that are padding in every row go
+        mask = mask[:, first:]
+        layers = [(layer.keys[index][:, :, first:], layer.values[index][:, :, first:]) for layer in cache.layers]
+        return [rows[i] for i in keep], DynamicCache(ddp_cache_data=layers), mask
+
+    def _step(self, rows: list[_Request], cache: Any, mask: Any) -> tuple[list, Any, Any]:
+        torch = self.torch
+        mask = torch.cat([mask, torch.ones(len(rows), 1, dtype=torch.long)], dim=1)
+        output = self.model(
+            input_ids=torch.tensor([[r.next_token] for r in rows]),
+            attention_mask=mask,
+            position_ids=torch.tensor([[r.position] for r in rows]),
+            use_cache=True,
+            **{self._cache_arg: cache},
+        )
+        cache = self._cache_of(output)
+        logits = output.logits[:, -1]
+        finished = []
+        for i, row in enumerate(rows):
+            row.position += 1
+            if self._emit(row, self._sample(row, logits[i])):
+                finished.append(row)
+        return self._drop(rows, cache, mask, finished)
+
+    @staticmethod
+    def _cache_of(output: Any) -> Any:
+        cache = getattr(output, "cache", None)
+        return cache if cache is not None else output.past_key_values
+
+    def _sample(self, request: _Request, logits: Any) -> int:
+        torch = self.torch
+        params = request.params
+        logits = logits.float().clone()
+        if request.hook is not None:
+            logits = request.hook(request.output, logits)
+        if params.repetition_penalty != 1.0 and request.seen:
+            index = torch.tensor(sorted(request.seen))
+            chosen = logits[index]
+            penalty = params.repetition_penalty
+            logits[index] = torch.where(chosen > 0, chosen / penalty, chosen * penalty)
+        if params.temperature == 0:
+            return int(torch.argmax(logits))
+        logits = logits / params.temperature
+        if params.top_k:
+            kth = torch.topk(logits, min(params.top_k, logits.shape[-1])).values[-1]
+            logits[logits < kth] = float("-inf")
+        if params.top_p < 1.0:
+            ordered, order = torch.sort(logits, descending=True)
+            probs = torch.softmax(ordered, dim=-1)
+            outside = torch.cumsum(probs, dim=-1) - probs > params.top_p
+            ordered[outside] = float("-inf")
+            logits = torch.full_like(logits, float("-inf")).scatter(0, order, ordered)
+        probs = torch.softmax(logits, dim=-1)
+        return int(torch.multinomial(probs, 1, generator=request.generator))
+
+    def _emit(self, request: _Request, token: int) -> bool:
+        """Hand ``token`` to the reader; True when the sequence is finished."""
+        request.generated += 1
+        request.output.append(token)
+        request.seen.add(token)
+        request.next_token = token
+        if token in self.eos_ids:
+            request.finish()
+            return True
+        request.out.put(token)
+        if request.generated >= request.params.max_new_tokens or request.cancel.is_set:
+            request.finish()
+            return True
+        return False
+
+
+def _left_pad(torch: Any, tensor: Any, n: int) -> Any:
+    if n == 0:
+        return tensor
+    shape = list(tensor.shape)
+    shape[2] = n
+    return torch.cat([torch.zeros(shape, dtype=tensor.dtype), tensor], dim=2)
+
+
+class TorchBackend(Backend):
+    """A transformers causal LM in this process."""
+
+    name = "torch"
+
+    def __init__(
+        self,
+        ref: ModelRef,
+        *,
+        threads: int | None = None,
+        context_window: int | None = None,
+        max_batch: int = MAX_BATCH,
+        model: Any = None,
+        tokenizer: Any = None,
+    ) -> None:
+        import torch
+
+        if threads:
+            torch.set_num_threads(int(threads))
+        if model is None or tokenizer is None:
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+
+            directory = dequantised_dir(ref)
+            try:
+                tokenizer = AutoTokenizer.from_pretrained(directory)
+                model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32)
+            except (OSError, ValueError) as exc:
+                raise ConfigError(f"model {ref.path}: cannot load it with transformers: {exc}") from None
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.model_name = ref.name
+        limit = int(getattr(model.config, "max_position_embeddings", 2048) or 2048)
+        self.context_window = min(int(context_window), limit) if context_window else limit
+        self.has_chat_template = bool(getattr(tokenizer, "chat_template", None))
+        eos = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
+        configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+        eos |= set(configured if isinstance(configured, list) else [configured] if configured is not None else [])
+        self.engine = BatchEngine(self.model, eos, max_batch=max_batch)
+
+    def chat_ids(self, messages: Messages) -> list[int]:
+        if not self.has_chat_template:
+            raise ConfigError(
+                f"model {self.model_name} has no chat template (a base model): prompt it with a template "
+                "(rejoinder prompt) or use an instruct model"
+            )
+        ids = self.tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=True)
+        if isinstance(ids, dict) or hasattr(ids, "keys"):
+            ids = ids["input_ids"]
+        return list(ids)
+
+    def count_chat_tokens(self, messages: Messages) -> int:
+        return len(self.chat_ids(messages))
+
+    def stream_chat(self, messages: Messages, params: GenerationParams, cancel: Cancel | None = None) -> Iterator[str]:
+        return self._stream(self.chat_ids(messages), params, cancel)
+
+    def stream_text(self, prompt: str, params: GenerationParams, cancel: Cancel | None = None) -> Iterator[str]:
+        return self._stream(list(self.tokenizer(prompt)["input_ids"]), params, cancel)
+
+    def stream_ids(
+        self,
+        ids: Sequence[int],
+        params: GenerationParams,
+        cancel: Cancel | None = None,
+        hook: LogitsHook | None = None,
+    ) -> Iterator[int]:
+        """Token ids of the continuation of ``ids``; ``hook`` may reshape each step's logits."""
+        room = self.context_window - len(ids)
+        if room < 1:
+            raise InvalidMessage(
+                f"the prompt takes {len(ids)} tokens; {self.model_name} reads at most {self.context_window}"
+            )
+        return self.engine.submit(
+            ids, params.with_(max_new_tokens=min(params.max_new_tokens, room)), cancel or Cancel()
+        )
+
+    def _stream(self, ids: list[int], params: GenerationParams, cancel: Cancel | None) -> Iterator[str]:
+        tokens = self.stream_ids(ids, params, cancel)
+        return _decode_stream(self.tokenizer, tokens, params.stop)
+
+
+def _decode_stream(tokenizer: Any, tokens: Iterator[int], stops: Sequence[str]) -> Iterator[str]:
+    """Text pieces of a token stream: whole characters only, cut at the first stop sequence."""
+    scanner = StopScanner(stops)
+    generated: list[int] = []
+    shown = 0
+    try:
+        for token in tokens:
+            generated.append(token)
+            text = tokenizer.decode(generated, skip_special_tokens=True)
+            if text.endswith("\ufffd"):
+                continue  # half of a multi-byte character: wait for the rest
+            piece = scanner.feed(text[shown:])
+            shown = len(text)
+            if piece:
+                yield piece
+            if scanner.stopped:
+                return
+        rest = scanner.flush()
+        if rest:
+            yield rest
+    finally:
+        close = getattr(tokens, "close", None)
+        if close is not None:
+            close()
