@@ -610,7 +610,20 @@ def test_cli_prompt_writes_one_jsonl_line_per_input_with_completion_and_choice(t
     inputs = write_jsonl(tmp_path / "in.jsonl", INPUTS)
     out = tmp_path / "out.jsonl"
     result = runner.invoke(
-        app, ["prompt", "intent-few-shot", str(inputs), "--output", str(out), "--model", "m", "--shots", "2"]
+        app,
+        [
+            "prompt",
+            "intent-few-shot",
+            str(inputs),
+            "--output",
+            str(out),
+            "--model",
+            "m",
+            "--shots",
+            "2",
+            "--threads",
+            "1",
+        ],
     )
     assert result.exit_code == 0, result.output
     rows = [json.loads(line) for line in out.read_text().splitlines()]
@@ -621,7 +634,7 @@ def test_cli_prompt_writes_one_jsonl_line_per_input_with_completion_and_choice(t
     ]
     assert rows[0]["text"] == "where is my card" and rows[0]["label"] == "card_arrival"
     [backend] = scripted
-    assert backend.options == {"backend": "auto", "model": "m", "base_url": None} and backend.closed
+    assert backend.options == {"backend": "auto", "model": "m", "base_url": None, "threads": 1} and backend.closed
     assert len(backend.chats[0]) == 1 + 2 * 2 + 1  # system, two example pairs, the input
 
 

@@ -138,6 +138,8 @@ def chat_command(
         run_repl(session, opening, console=console, explain=explain)
         return
     err_console.print(f"conversation: {session.conversation_id}", highlight=False, markup=False)
+    if hasattr(session.bot, "describe"):
+        err_console.print(f"{session.bot.name}: {session.bot.describe()}", highlight=False, markup=False)
     code = run_piped(session, opening, sys.stdin, sys.stdout, sys.stderr, explain=explain)
     raise typer.Exit(code)
 
@@ -574,7 +576,10 @@ def frames_check_command(
 @app.command("prompt")
 def prompt_command(
     template: Annotated[
-        str, typer.Argument(help="A template file (YAML) or a shipped template's name, e.g. intent-zero-shot.")
+        str,
+        typer.Argument(
+            metavar="TEMPLATE", help="A template file (YAML) or a shipped template's name, e.g. intent-zero-shot."
+        ),
     ],
     source: Annotated[
         str,
@@ -601,6 +606,9 @@ def prompt_command(
         int | None, typer.Option("--limit", help="Only this many records (banking77/snips: sampled; default 200).")
     ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the sampling of records and demonstrations.")] = 0,
+    threads: Annotated[
+        int | None, typer.Option("--threads", help="CPU threads of the torch/llama.cpp backends (default: all).")
+    ] = None,
     evaluate: Annotated[
         bool, typer.Option("--eval", help="The records are labelled: score the answers instead of printing them.")
     ] = False,
@@ -624,7 +632,7 @@ def prompt_command(
         for note in job.notes:
             err_console.print(f"[dim]{escape(note)}[/]", highlight=False)
         with err_console.status("loading the model"):
-            llm = prompting.open_backend(backend, model=model, base_url=base_url)
+            llm = prompting.open_backend(backend, model=model, base_url=base_url, threads=threads)
     except RejoinderError as exc:
         raise _fail(exc) from None
     sink = output.open("w", encoding="utf-8") if output and not evaluate else sys.stdout

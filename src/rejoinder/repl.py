@@ -62,6 +62,8 @@ def run_repl(
     prompt = prompt or PromptSession(history=_history())
     bot = session.bot.name
     console.print(f"[bold]{bot}[/] · conversation [green]{session.conversation_id}[/]\n[dim]{HELP}[/]", highlight=False)
+    if hasattr(session.bot, "describe"):
+        console.print(f"[dim]{escape(session.bot.describe())}[/]", highlight=False)
     if opening is None and session.dialogue.messages:
         console.print(f"[dim]… resuming; the last {SHOWN_ON_RESUME} messages:[/]")
         for message in session.dialogue.messages[-SHOWN_ON_RESUME:]:

@@ -97,6 +97,15 @@ class RouterBot:
         self.last_stats: dict[str, Any] = {}
         self._last_reply = Reply("")
 
+    def describe(self) -> str:
+        """The chain, with each bot's own description where it has one."""
+        parts = []
+        for link in self.links:
+            detail = link.bot.describe() if hasattr(link.bot, "describe") else ""
+            threshold = f" (confidence >= {link.min_confidence:g})" if link.min_confidence else ""
+            parts.append(f"{link.name}{threshold}{': ' + detail if detail else ''}")
+        return " -> ".join(parts)
+
     @staticmethod
     def _sub(dialogue: Dialogue, name: str) -> Dialogue:
         states = dialogue.state.setdefault("bots", {})

@@ -6,5 +6,7 @@
 - :mod:`.backends` - one interface over in-process PyTorch (with batched decoding of concurrent
   chats), llama.cpp and any OpenAI-compatible server;
 - :mod:`.assistant` - the assistant bot: chat template, system prompt, history fitted to the
-  context window, streaming.
+  context window, streaming;
+- :mod:`.prompting` - zero- and few-shot prompt templates (data files in ``templates/``) run over
+  JSONL inputs or scored on labelled data (``rejoinder prompt``).
 """

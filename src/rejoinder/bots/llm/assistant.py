@@ -72,6 +72,10 @@ class AssistantBot:
         self.greeting = greeting
         self.last_stats: dict[str, Any] = {}
 
+    def describe(self) -> str:
+        """Which model answers, on which backend (shown when a chat starts)."""
+        return self.backend.describe()
+
     def greet(self, dialogue: Dialogue) -> Reply | None:
         return Reply(self.greeting) if self.greeting else None
 

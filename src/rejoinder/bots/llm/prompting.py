@@ -558,7 +558,10 @@ def dataset_records(name: str) -> tuple[list[Record], list[Record]]:
         train, test = load_dataset(name)
     except OSError as exc:
         raise ConfigError(f"dataset {name}: cannot read it ({exc}); is ../shared/data/nlu there?") from None
-    as_records = lambda examples: [{"text": e.text, "label": e.intent} for e in examples if e.intent]  # noqa: E731
+
+    def as_records(examples: Sequence[Any]) -> list[Record]:
+        return [{"text": e.text, "label": e.intent} for e in examples if e.intent]
+
     return as_records(train), as_records(test)
 
 
@@ -695,6 +698,7 @@ class EvalReport:
     seconds: float
     seconds_per_example: float
     tokens_per_second: float | None = None
+    """Completion tokens per second of request time (prompt reading included); None without a tokenizer."""
     dataset: str | None = None
     reference: dict[str, Any] | None = None
     completions: list[Completion] = field(default_factory=list, repr=False)
@@ -876,7 +880,19 @@ def prepare_job(
 
 
 def open_backend(
-    backend: str = "auto", model: str | None = None, base_url: str | None = None, **options: Any
+    backend: str = "auto",
+    model: str | None = None,
+    base_url: str | None = None,
+    threads: int | None = None,
+    **options: Any,
 ) -> Backend:
-    """The backend to prompt (:func:`~rejoinder.bots.llm.backends.load_backend`)."""
+    """The backend to prompt (:func:`~rejoinder.bots.llm.backends.load_backend`).
+
+    ``threads`` matters on a busy CPU: fewer threads than cores avoids oversubscription, which can
+    slow PyTorch down many times over.
+    """
+    if threads is not None and threads < 1:
+        raise ConfigError("--threads: expected at least 1")
+    if threads is not None and backend != "openai" and not base_url:
+        options["threads"] = threads
     return load_backend(backend, model=model, base_url=base_url, **options)
