@@ -5,6 +5,7 @@ scripted fake backends."""
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Callable, Iterator
@@ -21,9 +22,9 @@ from rejoinder.bots.frames.domain import DEFAULT_RESPONSES, Domain, load_domain
 from rejoinder.bots.frames.nlu.data import Example, Span
 from rejoinder.bots.frames.nlu.llm import (
     DONE,
+    LLMNLU,
     NONE,
     ConstrainedDecoder,
-    LLMNLU,
     OutputGrammar,
     OutputSchema,
     TokenTable,
@@ -257,10 +258,13 @@ def test_allowed_tokens_are_exactly_those_that_keep_a_valid_prefix(tokenizer):
         assert tokenizer.eos_token_id not in allowed  # EOS only once the object is complete
 
 
+@pytest.mark.parametrize("prefix_cache", [True, False], ids=["prefix-cached", "batch-engine"])
 @pytest.mark.parametrize("seed", [0, 1, 2, 3, 4])
-def test_a_random_model_under_the_mask_always_writes_parseable_json_of_the_schema(tokenizer, tmp_path, seed):
+def test_a_random_model_under_the_mask_always_writes_parseable_json_of_the_schema(
+    tokenizer, tmp_path, seed, prefix_cache
+):
     backend = tiny_backend(tokenizer, tmp_path, seed=seed)
-    nlu = LLMNLU(small_domain(), backend, shots=0, max_value_chars=10)
+    nlu = LLMNLU(small_domain(), backend, shots=0, max_value_chars=10, prefix_cache=prefix_cache)
     for temperature, text in ((1.5, "block my credit card"), (1.0, "fly to Paris"), (0.0, "hello")):
         nlu.params = nlu.params.with_(temperature=temperature, top_p=1.0, seed=seed)
         understood = nlu.understand(text)
@@ -278,6 +282,34 @@ def test_greedy_constrained_decoding_is_repeatable_and_its_confidence_a_probabil
     assert first.raw == second.raw and first.confidence == pytest.approx(second.confidence)
     assert 0.0 < first.confidence <= 1.0
     assert nlu.params.temperature == 0 and nlu.params.repetition_penalty == 1.0
+
+
+def test_the_prefix_cache_is_reused_and_does_not_change_what_the_model_writes(tokenizer, tmp_path):
+    backend = tiny_backend(tokenizer, tmp_path, seed=11)
+    examples = [Example("fly to Paris", "book_ticket", (Span(7, 12, "to"),)), Example("block it", "block_card")]
+    cached = LLMNLU(small_domain(), backend, examples=examples, shots=1, max_value_chars=8)
+    plain = LLMNLU(small_domain(), backend, examples=examples, shots=1, max_value_chars=8, prefix_cache=False)
+    fed: list[int] = []
+    forward = backend.model.forward
+
+    @functools.wraps(forward)  # keeps the signature the decoders inspect
+    def counting(*args, **kwargs):
+        fed.append(kwargs["input_ids"].shape[1])
+        return forward(*args, **kwargs)
+
+    backend.model.forward = counting
+    for turn, text in enumerate(("fly to Rome tomorrow", "block my credit card", "fly to Rome tomorrow")):
+        fed.clear()
+        first = cached.understand(text)
+        feeds = fed[:]
+        assert plain.understand(text) == first
+        prompt = len(backend.chat_ids(cached.messages(text)))
+        prefix = len(cached._constant_prefix(backend))
+        assert 0 < prefix < prompt
+        # the constant part is prefilled on the first call only; then the rest, then one token a step
+        assert feeds[: 2 if turn == 0 else 1] == ([prefix] if turn == 0 else []) + [prompt - prefix]
+        assert set(feeds[2 if turn == 0 else 1 :]) <= {1}
+    assert cached._prefixed is not None and cached._prefixed._cache.get_seq_length() == prefix
 
 
 def test_the_torch_parse_of_a_random_model_is_a_well_formed_parse(tokenizer, tmp_path):
@@ -466,10 +498,8 @@ def test_cli_eval_dialogues_runs_the_simulator_on_the_llm_nlu(monkeypatch, tmp_p
 
     monkeypatch.setattr(backends, "load_backend", lambda backend="auto", **_: ScriptedBackend(_keyword_llm))
     output = tmp_path / "report.json"
-    result = CliRunner().invoke(
-        app,
-        ["eval", "dialogues", "--bot", "travel", "-n", "3", "--nlu", "llm", "--backend", "torch", "--json", str(output)],
-    )
+    command = ["eval", "dialogues", "--bot", "travel", "-n", "3", "--nlu", "llm", "--backend", "torch"]
+    result = CliRunner().invoke(app, [*command, "--json", str(output)])
     assert result.exit_code == 0, result.output
     assert "LLM NLU, torch" in result.output and "task success rate" in result.output
     assert json.loads(output.read_text())["dialogues"] == 3
