@@ -301,3 +301,15 @@ def test_chat_names_a_missing_model_path(tmp_path, monkeypatch):
     result = CliRunner().invoke(app, ["chat", "--bot", "assistant", "--model", str(tmp_path / "nope")], input="hi\n")
     assert result.exit_code != 0
     assert "no such file or directory" in result.output and "nope" in result.output
+
+
+def test_nucleus_sampling_draws_only_from_the_smallest_set_reaching_top_p(backend):
+    import torch
+
+    from rejoinder.bots.llm.backends.torch import _Request
+
+    logits = torch.tensor([3.0, 2.0, 1.0, 0.0, -1.0])  # probabilities .64 .23 .09 .03 .01
+    params = GenerationParams(top_p=0.8, temperature=1.0, repetition_penalty=1.0, seed=5)
+    request = _Request([], params, Cancel(), torch)
+    drawn = {backend.engine._sample(request, logits) for _ in range(300)}
+    assert drawn == {0, 1}
