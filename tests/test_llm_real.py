@@ -153,3 +153,31 @@ def test_the_openai_backend_talks_to_a_real_server_on_loopback(home, tmp_path):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+@needs_smollm2
+@needs_llama_cpp
+def test_llama_cpp_decodes_concurrent_chats_in_one_batch_with_the_same_tokens_as_alone():
+    import threading
+
+    from rejoinder.bots.llm.backends import load_backend
+    from rejoinder.bots.llm.generation import GenerationParams
+
+    backend = load_backend("llama.cpp", model="smollm2", threads=1, context_window=1024)
+    greedy = GenerationParams(max_new_tokens=16, temperature=0, repetition_penalty=1.0)
+    prompts = ["Say hello", "Explain the moon landing to a 6 year old", "What is 2+2?", "Name a color"]
+    alone = [backend.chat([{"role": "user", "content": p}], greedy) for p in prompts]
+    together: dict[int, str] = {}
+    barrier = threading.Barrier(len(prompts))
+
+    def run(n: int) -> None:
+        barrier.wait()
+        together[n] = backend.chat([{"role": "user", "content": prompts[n]}], greedy)
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(len(prompts))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert [together[n] for n in range(len(prompts))] == alone
+    assert backend.engine.peak_batch >= 2

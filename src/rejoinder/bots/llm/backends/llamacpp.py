@@ -1,8 +1,9 @@
 """llama.cpp through ``llama-cpp-python`` (the ``llamacpp`` extra): fast CPU inference of GGUF files.
 
 The chat template is the one stored in the GGUF file; a file without one (a base model) serves
-raw prompts only. One model object decodes one sequence at a time: concurrent requests wait their
-turn (the PyTorch backend batches them instead).
+raw prompts only. Chats and completions go through :class:`LlamaCppEngine`, which decodes
+concurrent requests together (continuous batching); grammar-constrained calls use the plain
+``llama_cpp.Llama`` object, one at a time.
 """
 
 from __future__ import annotations
@@ -13,11 +14,14 @@ from collections.abc import Iterator
 from typing import Any
 
 from rejoinder.bots.llm.backends import Backend, Messages
+from rejoinder.bots.llm.backends.llamacpp_batch import MAX_BATCH, LlamaCppEngine, _quiet
 from rejoinder.bots.llm.generation import Cancel, GenerationParams, StopScanner
 from rejoinder.bots.llm.models import ModelRef
 from rejoinder.errors import ConfigError, InvalidMessage
 
 MAX_CONTEXT = 8192
+SINGLE_CONTEXT = 4096
+"""Context of the unbatched llama.cpp path (grammar-constrained calls); chats go through the batched engine."""
 
 
 def default_threads() -> int:
@@ -28,12 +32,21 @@ def default_threads() -> int:
 class LlamaCppBackend(Backend):
     name = "llama.cpp"
 
-    def __init__(self, ref: ModelRef, *, threads: int | None = None, context_window: int | None = None) -> None:
+    def __init__(
+        self,
+        ref: ModelRef,
+        *,
+        threads: int | None = None,
+        context_window: int | None = None,
+        batching: bool = True,
+        max_batch: int = MAX_BATCH,
+    ) -> None:
         from llama_cpp import Llama
 
         self.threads = int(threads or default_threads())
         try:
-            probe = Llama(model_path=str(ref.path), vocab_only=True, verbose=False)
+            with _quiet():
+                probe = Llama(model_path=str(ref.path), vocab_only=True, verbose=False)
             trained = int(
                 probe.metadata.get(f"{probe.metadata.get('general.architecture', '')}.context_length", 0) or 0
             )
@@ -49,7 +62,12 @@ class LlamaCppBackend(Backend):
         except (ValueError, RuntimeError) as exc:
             raise ConfigError(f"model {ref.path}: llama.cpp cannot load it: {exc}") from None
         self.model_name = ref.name
-        self.context_window = self.llm.n_ctx()
+        self.context_window = n_ctx
+        self.engine = (
+            LlamaCppEngine(self.llm, threads=self.threads, context_per_sequence=n_ctx, max_batch=max_batch)
+            if batching
+            else None
+        )
         template = self.llm.metadata.get("tokenizer.chat_template")
         self.has_chat_template = bool(template)
         self._formatter: Any = None
@@ -98,7 +116,26 @@ class LlamaCppBackend(Backend):
     def _run(self, prompt: str, params: GenerationParams, cancel: Cancel | None) -> Iterator[str]:
         tokens = self.llm.tokenize(prompt.encode(), add_bos=True, special=True)
         options = self._options(params, len(tokens))
-        return self._generate(tokens, options, params.stop, cancel)
+        if self.engine is None:
+            return self._generate(tokens, options, params.stop, cancel)
+        limited = params.with_(max_new_tokens=options["max_tokens"])
+        return self._batched(self.engine.stream_text(tokens, limited, cancel or Cancel()), params.stop)
+
+    @staticmethod
+    def _batched(pieces: Iterator[str], stops: tuple[str, ...]) -> Iterator[str]:
+        scanner = StopScanner(stops)
+        try:
+            for piece in pieces:
+                shown = scanner.feed(piece)
+                if shown:
+                    yield shown
+                if scanner.stopped:
+                    return
+            rest = scanner.flush()
+            if rest:
+                yield rest
+        finally:
+            pieces.close()  # type: ignore[attr-defined]
 
     def _generate(
         self, tokens: list[int], options: dict[str, Any], stops: tuple[str, ...], cancel: Cancel | None
