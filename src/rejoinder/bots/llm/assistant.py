@@ -136,6 +136,7 @@ def create(
     seed: int | str = "",
     threads: int | str = "",
     context_window: int | str = "",
+    dtype: str = "",
 ) -> AssistantBot:
     """An instruction-following LLM assistant (default: SmolLM2-135M-Instruct, in-process, offline).
 
@@ -161,5 +162,6 @@ def create(
         api_key=os.environ.get("REJOINDER_API_KEY") or os.environ.get("OPENAI_API_KEY") or None,
         threads=as_number("threads", threads, int) if str(threads) != "" else None,
         context_window=as_number("context_window", context_window, int) if str(context_window) != "" else None,
+        **({"dtype": dtype} if dtype else {}),
     )
     return AssistantBot(loaded, system_prompt=system_prompt, params=params)

@@ -79,6 +79,9 @@ def load_backend(
     """The backend named ``backend`` serving ``model`` (a shipped model's name or a local path)."""
     if backend not in BACKENDS:
         raise ConfigError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
+    dtype = options.pop("dtype", None)
+    if dtype and backend not in ("torch", "auto"):
+        raise ConfigError(f"dtype={dtype} applies to the torch backend, not {backend!r}")
     if backend == "openai" or (backend == "auto" and base_url):
         if not base_url:
             raise ConfigError("the openai backend needs --base-url (e.g. http://127.0.0.1:8000/v1)")
@@ -91,7 +94,7 @@ def load_backend(
 
     ref = resolve_model(model)
     if backend == "auto":
-        backend = "llama.cpp" if ref.is_gguf and llama_cpp_available() else "torch"
+        backend = "llama.cpp" if ref.is_gguf and llama_cpp_available() and not dtype else "torch"
     if backend == "llama.cpp":
         if not ref.is_gguf:
             raise ConfigError(f"the llama.cpp backend runs GGUF files; {ref.path} is a model directory")
@@ -102,4 +105,6 @@ def load_backend(
         return LlamaCppBackend(ref, threads=threads, context_window=context_window, **options)
     from rejoinder.bots.llm.backends.torch import TorchBackend
 
+    if dtype:
+        options["dtype"] = dtype
     return TorchBackend(ref, threads=threads, context_window=context_window, **options)

@@ -273,8 +273,12 @@ class TorchBackend(Backend):
         max_batch: int = MAX_BATCH,
         model: Any = None,
         tokenizer: Any = None,
+        dtype: str = "float32",
     ) -> None:
         import torch
+
+        if dtype not in ("float32", "bfloat16"):
+            raise ConfigError(f"dtype {dtype!r}: the torch backend runs float32 or bfloat16")
 
         if threads:
             torch.set_num_threads(int(threads))
@@ -284,10 +288,11 @@ class TorchBackend(Backend):
             directory = dequantised_dir(ref)
             try:
                 tokenizer = AutoTokenizer.from_pretrained(directory)
-                model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32)
+                model = AutoModelForCausalLM.from_pretrained(directory, dtype=getattr(torch, dtype))
             except (OSError, ValueError) as exc:
                 raise ConfigError(f"model {ref.path}: cannot load it with transformers: {exc}") from None
         self.model = model.eval()
+        self.dtype = dtype
         self.tokenizer = tokenizer
         self.model_name = ref.name
         limit = int(getattr(model.config, "max_position_embeddings", 2048) or 2048)
@@ -297,6 +302,9 @@ class TorchBackend(Backend):
         configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
         eos |= set(configured if isinstance(configured, list) else [configured] if configured is not None else [])
         self.engine = BatchEngine(self.model, eos, max_batch=max_batch)
+
+    def describe(self) -> str:
+        return f"{self.model_name} on torch ({self.dtype}, context {self.context_window} tokens)"
 
     def chat_ids(self, messages: Messages) -> list[int]:
         if not self.has_chat_template:
