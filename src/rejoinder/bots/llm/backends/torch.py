@@ -191,9 +191,9 @@ class BatchEngine:
         cache = self._cache_of(output)
         logits = output.logits[:, -1]
         finished = []
-        for i, row in enumerate(rows):
+        for row, token in zip(rows, self._sample_rows(rows, logits), strict=True):
             row.position += 1
-            if self._emit(row, self._sample(row, logits[i])):
+            if self._emit(row, token):
                 finished.append(row)
         return self._drop(rows, cache, mask, finished)
 
@@ -203,37 +203,66 @@ class BatchEngine:
         return cache if cache is not None else output.past_key_values
 
     def _sample(self, request: _Request, logits: Any) -> int:
+        """One sequence's next token from its 1-D logits."""
+        return self._sample_rows([request], logits[None, :])[0]
+
+    def _sample_rows(self, rows: list[_Request], logits: Any) -> list[int]:
+        """The next token of every row of a batch, each row with its own sampling parameters.
+
+        The work is done for the whole batch at once (one softmax and one top-k over ``[B, V]``);
+        rows with their own seed draw with their own generator.
+        """
         torch = self.torch
-        params = request.params
         logits = logits.float().clone()
-        if request.hook is not None:
-            logits = request.hook(request.output, logits)
-        if params.repetition_penalty != 1.0 and request.seen:
-            index = torch.tensor(sorted(request.seen))
-            chosen = logits[index]
-            penalty = params.repetition_penalty
-            logits[index] = torch.where(chosen > 0, chosen / penalty, chosen * penalty)
-        if params.temperature == 0:
-            return int(torch.argmax(logits))
-        logits = logits / params.temperature
-        if params.top_k:
-            kth = torch.topk(logits, min(params.top_k, logits.shape[-1])).values[-1]
-            logits[logits < kth] = float("-inf")
-        if params.top_p < 1.0:
-            # The nucleus almost always lies within the top few hundred tokens: look there first
-            # and sort the whole vocabulary only when it does not (same result, far less work).
-            probs_all = torch.softmax(logits, dim=-1)
-            head = min(256, logits.shape[-1])
-            top = torch.topk(probs_all, head)
-            if float(top.values.sum()) < params.top_p and head < logits.shape[-1]:
-                top = torch.topk(probs_all, logits.shape[-1])
-            outside = torch.cumsum(top.values, dim=-1) - top.values > params.top_p
-            kept = top.indices[~outside]
-            masked = torch.full_like(logits, float("-inf"))
-            masked[kept] = logits[kept]
-            logits = masked
-        probs = torch.softmax(logits, dim=-1)
-        return int(torch.multinomial(probs, 1, generator=request.generator))
+        for i, row in enumerate(rows):
+            if row.hook is not None:
+                logits[i] = row.hook(row.output, logits[i])
+            penalty = row.params.repetition_penalty
+            if penalty != 1.0 and row.seen:
+                index = torch.tensor(list(row.seen))
+                chosen = logits[i, index]
+                logits[i, index] = torch.where(chosen > 0, chosen / penalty, chosen * penalty)
+        tokens: list[int | None] = [None] * len(rows)
+        greedy = [i for i, row in enumerate(rows) if row.params.temperature == 0]
+        if greedy:
+            best = torch.argmax(logits[greedy], dim=-1).tolist()
+            for i, token in zip(greedy, best, strict=True):
+                tokens[i] = int(token)
+        sampled = [i for i, row in enumerate(rows) if row.params.temperature != 0]
+        if not sampled:
+            return [int(t) for t in tokens]  # type: ignore[arg-type]
+        part = logits[sampled] / torch.tensor([[rows[i].params.temperature] for i in sampled])
+        for j, i in enumerate(sampled):
+            top_k = rows[i].params.top_k
+            if top_k:
+                kth = torch.topk(part[j], min(top_k, part.shape[-1])).values[-1]
+                part[j][part[j] < kth] = float("-inf")
+        probs = torch.softmax(part, dim=-1)
+        # The nucleus almost always lies within the top few hundred tokens: draw from there, and
+        # look at the whole vocabulary only for rows whose nucleus is wider (same distribution).
+        head = min(256, probs.shape[-1])
+        top = torch.topk(probs, head, dim=-1)
+        top_p = torch.tensor([rows[i].params.top_p for i in sampled])
+        inside = (torch.cumsum(top.values, dim=-1) - top.values) <= top_p[:, None]
+        weights = torch.where(inside, top.values, torch.zeros_like(top.values))
+        wide = (top.values.sum(dim=-1) < top_p) | (top_p >= 1.0)
+        shared = [j for j, i in enumerate(sampled) if rows[i].generator is None and not bool(wide[j])]
+        if shared:
+            drawn = torch.multinomial(weights[shared], 1).squeeze(1)
+            for j, column in zip(shared, drawn.tolist(), strict=True):
+                tokens[sampled[j]] = int(top.indices[j, column])
+        for j, i in enumerate(sampled):
+            if tokens[i] is not None:
+                continue
+            generator = rows[i].generator
+            if bool(wide[j]):
+                full = torch.sort(probs[j], descending=True)
+                keep = (torch.cumsum(full.values, dim=-1) - full.values) <= top_p[j]
+                row_weights = torch.where(keep, full.values, torch.zeros_like(full.values))
+                tokens[i] = int(full.indices[int(torch.multinomial(row_weights, 1, generator=generator))])
+            else:
+                tokens[i] = int(top.indices[j, int(torch.multinomial(weights[j], 1, generator=generator))])
+        return [int(t) for t in tokens]  # type: ignore[arg-type]
 
     def _emit(self, request: _Request, token: int) -> bool:
         """Hand ``token`` to the reader; True when the sequence is finished."""
