@@ -159,4 +159,5 @@ class LlamaCppBackend(Backend):
                 stream.close()
 
     def describe(self) -> str:
-        return f"{self.model_name} on llama.cpp ({self.threads} threads, context {self.context_window} tokens)"
+        threads = f"{self.threads} thread{'' if self.threads == 1 else 's'}"
+        return f"{self.model_name} on llama.cpp ({threads}, context {self.context_window} tokens)"
