@@ -505,3 +505,30 @@ def test_cli_eval_dialogues_runs_the_simulator_on_the_llm_nlu(monkeypatch, tmp_p
     assert json.loads(output.read_text())["dialogues"] == 3
     bad = CliRunner().invoke(app, ["eval", "dialogues", "--bot", "travel", "--nlu", "gpt"])
     assert bad.exit_code != 0 and "--nlu" in bad.output
+
+
+def test_the_llm_words_the_next_question_and_a_bad_wording_falls_back_to_the_prompt(travel_domain):
+    from rejoinder.bots.frames.nlu.llm import QuestionPhraser
+
+    def llm(message: str) -> str:
+        if message.startswith("Question: What city"):
+            return "Where would you like to go?"
+        if message.startswith("Question: When"):
+            return "Sure thing"  # not a question: the frame's own prompt is asked instead
+        return _keyword_llm(message)
+
+    backend = ScriptedBackend(llm)
+    bot = FrameBot(travel_domain, LLMNLU(travel_domain, backend), name="travel")
+    bot.phraser = QuestionPhraser(backend, "en")
+    replies, _ = talk(bot, ["I'd like a ticket from London please", "Rome"])
+    assert replies[0].text == "Where would you like to go?"
+    assert replies[1].text == travel_domain.frame("travel").slot("date").prompt
+    wording = [chat for chat in backend.chats if chat[0]["content"].startswith("You help")]
+    assert "Already known: from: London" in wording[0][1]["content"]
+
+
+def test_phrasing_questions_needs_the_llm_nlu():
+    from rejoinder.bots.frames import bot as frame_bot
+
+    with pytest.raises(Exception, match="phrase_questions=true needs nlu=llm"):
+        frame_bot.create_travel(phrase_questions="true")

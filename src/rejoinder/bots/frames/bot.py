@@ -110,6 +110,7 @@ class FrameBot:
         self.nlu = nlu
         self.min_intent_confidence = min_intent_confidence
         self.zone = ZoneInfo(domain.timezone)
+        self.phraser: Any = None  # e.g. nlu.llm.QuestionPhraser: words the next question with an LLM
 
     def greet(self, dialogue: Dialogue) -> Reply | None:
         dialogue.state.update(tracker.new_state())
@@ -225,7 +226,7 @@ class FrameBot:
         if missing is not None:
             instance["asked"] = missing.name
             return self._record(
-                state, parse, changed, f"ask:{missing.name}", missing.prompt or missing.name, confidence
+                state, parse, changed, f"ask:{missing.name}", self._question(frame, missing, instance), confidence
             )
         if frame.confirmation.is_required:
             instance["phase"] = "confirming"
@@ -285,8 +286,15 @@ class FrameBot:
         missing = tracker.missing_slot(frame, instance)
         if missing is not None:
             instance["asked"] = missing.name
-            return missing.prompt or missing.name
+            return self._question(frame, missing, instance)
         return ""
+
+    def _question(self, frame: Frame, slot: Any, instance: dict[str, Any]) -> str:
+        """The question for a missing slot: its prompt, or the phraser's wording of it."""
+        prompt = slot.prompt or slot.name
+        if self.phraser is None:
+            return prompt
+        return self.phraser(frame, slot, prompt, tracker.values_with_defaults(frame, instance))
 
     def _with_resume(self, state: dict[str, Any], text: str, now: datetime) -> str:
         resumed = state["current"]
@@ -382,11 +390,13 @@ def create(
     model: str = "",
     backend: str = "auto",
     base_url: str = "",
+    phrase_questions: bool | str = False,
 ) -> FrameBot:
     """Goal-oriented bot over a domain file: NLU, state tracking, slot frames, backend calls.
 
     ``nlu=llm`` prompts a language model (``model``, ``backend``, ``base_url`` as for the assistant)
-    for the intent and slots instead of the trained classifier and tagger (see ``nlu/llm.py``).
+    for the intent and slots instead of the trained classifier and tagger (see ``nlu/llm.py``);
+    with ``phrase_questions=true`` the same model words the questions for missing slots.
     """
     from rejoinder.bots import as_bool, as_number
     from rejoinder.bots.frames.domain import load_domain
@@ -396,6 +406,8 @@ def create(
         raise ConfigError("the frames bot needs option domain=PATH (a domain YAML file)")
     if nlu not in ("classic", "llm"):
         raise ConfigError(f"option nlu={nlu!r}: expected 'classic' or 'llm'")
+    if as_bool("phrase_questions", phrase_questions) and nlu != "llm":
+        raise ConfigError("option phrase_questions=true needs nlu=llm (the model that words the questions)")
     loaded = _start_demo_backend(load_domain(domain), as_number("demo_backend_port", demo_backend_port, int))
     if nlu == "llm":
         from rejoinder.bots.frames.nlu.llm import build_llm_nlu
@@ -403,12 +415,17 @@ def create(
         understanding: Any = build_llm_nlu(loaded, model=model, backend=backend, base_url=base_url)
     else:
         understanding = build_nlu(loaded, classifier=classifier, embedder=embedder, ner=as_bool("ner", ner))
-    return FrameBot(
+    bot = FrameBot(
         loaded,
         understanding,
         name="frames",
         min_intent_confidence=as_number("min_intent_confidence", min_intent_confidence, float),
     )
+    if as_bool("phrase_questions", phrase_questions):
+        from rejoinder.bots.frames.nlu.llm import QuestionPhraser
+
+        bot.phraser = QuestionPhraser(understanding.backend, loaded.language)
+    return bot
 
 
 def create_bank(
@@ -420,6 +437,7 @@ def create_bank(
     model: str = "",
     backend: str = "auto",
     base_url: str = "",
+    phrase_questions: bool | str = False,
 ) -> FrameBot:
     """Bank tech support (lost card, block card, balance, transfers, disputes), English or Russian."""
     from rejoinder.errors import ConfigError
@@ -428,7 +446,7 @@ def create_bank(
         raise ConfigError(f"option language={language!r}: expected 'en' or 'ru'")
     bot = create(
         str(EXAMPLES / f"bank_{language}" / "domain.yaml"), classifier, embedder, True, demo_backend_port,
-        nlu=nlu, model=model, backend=backend, base_url=base_url,
+        nlu=nlu, model=model, backend=backend, base_url=base_url, phrase_questions=phrase_questions,
     )  # fmt: skip
     bot.name = "bank"
     return bot
@@ -442,11 +460,12 @@ def create_travel(
     model: str = "",
     backend: str = "auto",
     base_url: str = "",
+    phrase_questions: bool | str = False,
 ) -> FrameBot:
     """The travel frame bot: where from, where to, when — confirmed and booked."""
     bot = create(
         str(EXAMPLES / "travel" / "domain.yaml"), classifier, embedder, True, demo_backend_port,
-        nlu=nlu, model=model, backend=backend, base_url=base_url,
+        nlu=nlu, model=model, backend=backend, base_url=base_url, phrase_questions=phrase_questions,
     )  # fmt: skip
     bot.name = "travel"
     return bot

@@ -943,3 +943,41 @@ def build_llm_nlu(
     extra = {"threads": threads} if threads else {}
     loaded = load_backend(backend, model=model or None, base_url=base_url or None, api_key=api_key, **extra)
     return LLMNLU(domain, loaded, **options)
+
+
+class QuestionPhraser:
+    """Words the question for a missing slot with a language model, from the slot's own prompt.
+
+    The model gets the prompt and the values known so far and answers with one question; an answer
+    that is empty, longer than :attr:`max_chars`, not a question, or a failure of the backend falls
+    back to the prompt as written, so the bot never asks something unintelligible.
+    """
+
+    max_chars = 200
+
+    def __init__(self, backend: Backend, language: str = "en", params: GenerationParams | None = None) -> None:
+        self.backend = backend
+        self.language = language
+        self.params = params or GenerationParams(max_new_tokens=48, temperature=0.3, top_p=0.9, stop=("\n",))
+
+    def messages(self, frame: Any, slot: Any, prompt: str, values: dict[str, Any]) -> list[dict[str, str]]:
+        language = "Russian" if self.language == "ru" else "English"
+        known = ", ".join(f"{name}: {value}" for name, value in values.items() if value not in (None, ""))
+        system = (
+            f"You help a customer service bot ({frame.description or frame.name}). Rewrite the bot's question "
+            f"as one short, friendly question in {language}. Keep its meaning, add no facts, answer with the "
+            "question only."
+        )
+        user = f"Question: {prompt}" + (f"\nAlready known: {known}" if known else "")
+        return [{"role": "system", "content": system}, {"role": "user", "content": user}]
+
+    def __call__(self, frame: Any, slot: Any, prompt: str, values: dict[str, Any]) -> str:
+        from rejoinder.errors import RejoinderError
+
+        try:
+            text = self.backend.chat(self.messages(frame, slot, prompt, values), self.params).strip().strip('"')
+        except RejoinderError:
+            return prompt
+        if not text or len(text) > self.max_chars or not text.rstrip().endswith("?"):
+            return prompt
+        return text
