@@ -137,9 +137,11 @@ class BatchEngine:
 
     def _join(self, rows: list[_Request], cache: Any, mask: Any, request: _Request, own: Any) -> tuple[list, Any, Any]:
         torch = self.torch
+        if not rows and not self.batchable:
+            return [request], own, torch.ones(1, request.position, dtype=torch.long)  # sliding windows: as is
         if not rows:
-            return [request], own, torch.ones(1, request.position, dtype=torch.long)
-        from transformers import DynamicCache
+            pairs = [(layer.keys, layer.values) for layer in own.layers]
+            return [request], _growing_cache(pairs), torch.ones(1, request.position, dtype=torch.long)
 
         width, extra = mask.shape[1], request.position
         total = max(width, extra)
@@ -157,7 +159,7 @@ class BatchEngine:
                 torch.nn.functional.pad(torch.ones(1, extra, dtype=torch.long), (total - extra, 0)),
             ]
         )
-        return [*rows, request], DynamicCache(ddp_cache_data=layers), mask
+        return [*rows, request], _growing_cache(layers), mask
 
     def _drop(self, rows: list[_Request], cache: Any, mask: Any, leaving: list[_Request]) -> tuple[list, Any, Any]:
         if not leaving:
@@ -168,14 +170,12 @@ class BatchEngine:
         if not keep:
             return [], None, None
         torch = self.torch
-        from transformers import DynamicCache
-
         index = torch.tensor(keep)
         mask = mask[index]
         first = int((mask.sum(dim=0) > 0).nonzero()[0])  # columns that are padding in every row go
         mask = mask[:, first:]
         layers = [(layer.keys[index][:, :, first:], layer.values[index][:, :, first:]) for layer in cache.layers]
-        return [rows[i] for i in keep], DynamicCache(ddp_cache_data=layers), mask
+        return [rows[i] for i in keep], _growing_cache(layers), mask
 
     def _step(self, rows: list[_Request], cache: Any, mask: Any) -> tuple[list, Any, Any]:
         torch = self.torch
@@ -278,6 +278,48 @@ class BatchEngine:
             request.finish()
             return True
         return False
+
+
+def _growing_cache(pairs: Sequence[tuple[Any, Any]]) -> Any:
+    """A DynamicCache whose layers grow in place: appending a step writes into spare room (the
+    room doubles when it runs out) instead of concatenating the whole cache every step."""
+    from transformers import DynamicCache
+    from transformers.cache_utils import DynamicLayer
+
+    class GrowingLayer(DynamicLayer):
+        def __init__(self, keys: Any, values: Any) -> None:
+            super().__init__()
+            self.device, self.is_initialized = keys.device, True
+            self._length = keys.shape[2]
+            self._keys = self._room(keys, max(64, 2 * self._length))
+            self._values = self._room(values, max(64, 2 * self._length))
+            self._views()
+
+        def _room(self, tensor: Any, capacity: int) -> Any:
+            shape = list(tensor.shape)
+            shape[2] = capacity
+            buffer = tensor.new_empty(shape)
+            buffer[:, :, : tensor.shape[2]] = tensor
+            return buffer
+
+        def _views(self) -> None:
+            self.keys = self._keys[:, :, : self._length]
+            self.values = self._values[:, :, : self._length]
+
+        def update(self, key_states: Any, value_states: Any, *args: Any, **kwargs: Any) -> tuple[Any, Any]:
+            end = self._length + key_states.shape[2]
+            if end > self._keys.shape[2]:
+                self._keys = self._room(self.keys, 2 * end)
+                self._values = self._room(self.values, 2 * end)
+            self._keys[:, :, self._length : end] = key_states
+            self._values[:, :, self._length : end] = value_states
+            self._length = end
+            self._views()
+            return self.keys, self.values
+
+    cache = DynamicCache()
+    cache.layers = [GrowingLayer(keys, values) for keys, values in pairs]
+    return cache
 
 
 def _left_pad(torch: Any, tensor: Any, n: int) -> Any:
