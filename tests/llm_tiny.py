@@ -38,14 +38,22 @@ def tiny_tokenizer(chat_template: bool = True):
     return fast
 
 
-def tiny_backend(tmp_path: Path, *, chat_template: bool = True, seed: int = 0, context_window: int | None = None):
+def tiny_backend(
+    tmp_path: Path,
+    *,
+    chat_template: bool = True,
+    seed: int = 0,
+    context_window: int | None = None,
+    tokenizer=None,
+    max_positions: int = 512,
+):
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from rejoinder.bots.llm.backends.torch import TorchBackend
     from rejoinder.bots.llm.models import ModelRef
 
-    tokenizer = tiny_tokenizer(chat_template)
+    tokenizer = tokenizer or tiny_tokenizer(chat_template)
     torch.manual_seed(seed)
     config = LlamaConfig(
         vocab_size=len(tokenizer),
@@ -54,7 +62,7 @@ def tiny_backend(tmp_path: Path, *, chat_template: bool = True, seed: int = 0, c
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=2,
-        max_position_embeddings=512,
+        max_position_embeddings=max_positions,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )

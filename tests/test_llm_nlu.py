@@ -103,25 +103,10 @@ def tokenizer():
 
 
 def tiny_backend(tokenizer, tmp_path: Path, seed: int = 0):
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    """The shared tiny random model (tests/llm_tiny.py) over this file's character-level tokenizer."""
+    from llm_tiny import tiny_backend as shared
 
-    from rejoinder.bots.llm.backends.torch import TorchBackend
-    from rejoinder.bots.llm.models import ModelRef
-
-    torch.manual_seed(seed)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=4096,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    return TorchBackend(ModelRef("tiny", tmp_path, "hf"), model=LlamaForCausalLM(config), tokenizer=tokenizer)
+    return shared(tmp_path, tokenizer=tokenizer, seed=seed, max_positions=4096)
 
 
 # -- scripted fake backends ---------------------------------------------------------------------------

@@ -103,15 +103,21 @@ class StopScanner:
         return held
 
 
-def cut_at_stops(pieces: Iterable[str], stops: Iterable[str]) -> Iterator[str]:
-    """``pieces`` up to the first stop sequence (the stop sequence itself left out)."""
+def cut_at_stops(pieces: Iterator[str], stops: Iterable[str]) -> Iterator[str]:
+    """``pieces`` up to the first stop sequence (the stop sequence itself left out); the source
+    iterator is closed when this one ends or is closed, so its generation stops too."""
     scanner = StopScanner(stops)
-    for piece in pieces:
-        shown = scanner.feed(piece)
-        if shown:
-            yield shown
-        if scanner.stopped:
-            return
-    rest = scanner.flush()
-    if rest:
-        yield rest
+    try:
+        for piece in pieces:
+            shown = scanner.feed(piece)
+            if shown:
+                yield shown
+            if scanner.stopped:
+                return
+        rest = scanner.flush()
+        if rest:
+            yield rest
+    finally:
+        close = getattr(pieces, "close", None)
+        if close is not None:
+            close()

@@ -15,7 +15,7 @@ from typing import Any
 
 from rejoinder.bots.llm.backends import Backend, Messages
 from rejoinder.bots.llm.backends.llamacpp_batch import MAX_BATCH, LlamaCppEngine, _quiet
-from rejoinder.bots.llm.generation import Cancel, GenerationParams, StopScanner
+from rejoinder.bots.llm.generation import Cancel, GenerationParams, StopScanner, cut_at_stops
 from rejoinder.bots.llm.models import ModelRef
 from rejoinder.errors import ConfigError, InvalidMessage
 
@@ -120,23 +120,7 @@ class LlamaCppBackend(Backend):
         if self.engine is None:
             return self._generate(tokens, options, params.stop, cancel)
         limited = params.with_(max_new_tokens=options["max_tokens"])
-        return self._batched(self.engine.stream_text(tokens, limited, cancel or Cancel()), params.stop)
-
-    @staticmethod
-    def _batched(pieces: Iterator[str], stops: tuple[str, ...]) -> Iterator[str]:
-        scanner = StopScanner(stops)
-        try:
-            for piece in pieces:
-                shown = scanner.feed(piece)
-                if shown:
-                    yield shown
-                if scanner.stopped:
-                    return
-            rest = scanner.flush()
-            if rest:
-                yield rest
-        finally:
-            pieces.close()  # type: ignore[attr-defined]
+        return cut_at_stops(self.engine.stream_text(tokens, limited, cancel or Cancel()), params.stop)
 
     def _generate(
         self, tokens: list[int], options: dict[str, Any], stops: tuple[str, ...], cancel: Cancel | None
