@@ -816,7 +816,7 @@ class LLMNLU:
                 "json_schema": {"name": "nlu", "schema": self.schema.json_schema(per_intent=False), "strict": True},
             },
         }
-        return "".join(backend._pieces(backend._events("/chat/completions", body, None), "delta", ()))
+        return "".join(backend._texts(backend._events("/chat/completions", body, None), "delta"))
 
     # -- the Parse -----------------------------------------------------------------------------
     def parse(self, text: str, now: datetime | None = None) -> Parse:

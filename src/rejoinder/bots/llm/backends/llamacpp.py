@@ -15,7 +15,7 @@ from typing import Any
 
 from rejoinder.bots.llm.backends import Backend, Messages
 from rejoinder.bots.llm.backends.llamacpp_batch import MAX_BATCH, LlamaCppEngine, _quiet
-from rejoinder.bots.llm.generation import Cancel, GenerationParams, StopScanner, cut_at_stops
+from rejoinder.bots.llm.generation import Cancel, GenerationParams, cut_at_stops
 from rejoinder.bots.llm.models import ModelRef
 from rejoinder.errors import ConfigError, InvalidMessage
 
@@ -125,21 +125,17 @@ class LlamaCppBackend(Backend):
     def _generate(
         self, tokens: list[int], options: dict[str, Any], stops: tuple[str, ...], cancel: Cancel | None
     ) -> Iterator[str]:
-        scanner = StopScanner(stops)
+        return cut_at_stops(self._completion(tokens, options, cancel), stops)
+
+    def _completion(self, tokens: list[int], options: dict[str, Any], cancel: Cancel | None) -> Iterator[str]:
+        """One completion on the unbatched model object, which serves one caller at a time."""
         with self._lock:
             stream = self.llm.create_completion(tokens, stream=True, **options)
             try:
                 for chunk in stream:
                     if cancel is not None and cancel.is_set:
                         return
-                    shown = scanner.feed(chunk["choices"][0]["text"])
-                    if shown:
-                        yield shown
-                    if scanner.stopped:
-                        return
-                rest = scanner.flush()
-                if rest:
-                    yield rest
+                    yield chunk["choices"][0]["text"]
             finally:
                 stream.close()
 

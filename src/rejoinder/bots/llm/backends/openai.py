@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from rejoinder.bots.llm.backends import Backend, Messages
-from rejoinder.bots.llm.generation import Cancel, GenerationParams, StopScanner
+from rejoinder.bots.llm.generation import Cancel, GenerationParams, cut_at_stops
 from rejoinder.errors import ConfigError, RejoinderError
 
 DEFAULT_CONTEXT = 4096
@@ -113,20 +113,15 @@ class OpenAIBackend(Backend):
         except httpx.HTTPError as exc:
             raise ServerError(f"cannot reach the OpenAI-compatible server at {self.base_url}: {exc}") from None
 
-    def _pieces(self, events: Iterator[dict[str, Any]], key: str, stops: tuple[str, ...]) -> Iterator[str]:
-        scanner = StopScanner(stops)
+    @staticmethod
+    def _texts(events: Iterator[dict[str, Any]], key: str) -> Iterator[str]:
+        """The text of each streamed choice; closes the event stream when it ends."""
         try:
             for event in events:
                 for choice in event.get("choices") or []:
                     piece = (choice.get("delta") or {}).get("content") if key == "delta" else choice.get("text")
-                    shown = scanner.feed(piece or "")
-                    if shown:
-                        yield shown
-                    if scanner.stopped:
-                        return
-            rest = scanner.flush()
-            if rest:
-                yield rest
+                    if piece:
+                        yield piece
         finally:
             close = getattr(events, "close", None)
             if close is not None:
@@ -134,11 +129,11 @@ class OpenAIBackend(Backend):
 
     def stream_chat(self, messages: Messages, params: GenerationParams, cancel: Cancel | None = None) -> Iterator[str]:
         body = {**self._body(params), "messages": [dict(m) for m in messages]}
-        return self._pieces(self._events("/chat/completions", body, cancel), "delta", params.stop)
+        return cut_at_stops(self._texts(self._events("/chat/completions", body, cancel), "delta"), params.stop)
 
     def stream_text(self, prompt: str, params: GenerationParams, cancel: Cancel | None = None) -> Iterator[str]:
         body = {**self._body(params), "prompt": prompt}
-        return self._pieces(self._events("/completions", body, cancel), "text", params.stop)
+        return cut_at_stops(self._texts(self._events("/completions", body, cancel), "text"), params.stop)
 
     def count_chat_tokens(self, messages: Messages) -> int:
         return sum(4 + int(len(m.get("content", "")) / 3.5 + 1) for m in messages) + 3

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from rejoinder.bots.llm.backends import Backend, Messages
-from rejoinder.bots.llm.generation import Cancel, GenerationParams, StopScanner
+from rejoinder.bots.llm.generation import Cancel, GenerationParams, cut_at_stops
 from rejoinder.bots.llm.models import ModelRef, dequantised_dir
 from rejoinder.errors import ConfigError, InvalidMessage
 
@@ -416,12 +416,11 @@ class TorchBackend(Backend):
 
     def _stream(self, ids: list[int], params: GenerationParams, cancel: Cancel | None) -> Iterator[str]:
         tokens = self.stream_ids(ids, params, cancel)
-        return _decode_stream(self.tokenizer, tokens, params.stop)
+        return cut_at_stops(_decoded(self.tokenizer, tokens), params.stop)
 
 
-def _decode_stream(tokenizer: Any, tokens: Iterator[int], stops: Sequence[str]) -> Iterator[str]:
-    """Text pieces of a token stream: whole characters only, cut at the first stop sequence."""
-    scanner = StopScanner(stops)
+def _decoded(tokenizer: Any, tokens: Iterator[int]) -> Iterator[str]:
+    """Text pieces of a token stream, whole characters only; closes the token stream when it ends."""
     generated: list[int] = []
     shown = 0
     try:
@@ -430,15 +429,9 @@ def _decode_stream(tokenizer: Any, tokens: Iterator[int], stops: Sequence[str]) 
             text = tokenizer.decode(generated, skip_special_tokens=True)
             if text.endswith("\ufffd"):
                 continue  # half of a multi-byte character: wait for the rest
-            piece = scanner.feed(text[shown:])
+            if len(text) > shown:
+                yield text[shown:]
             shown = len(text)
-            if piece:
-                yield piece
-            if scanner.stopped:
-                return
-        rest = scanner.flush()
-        if rest:
-            yield rest
     finally:
         close = getattr(tokens, "close", None)
         if close is not None:
