@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
+from rejoinder.dialogue import Cancel
 from rejoinder.errors import ConfigError
+
+__all__ = ["Cancel", "GenerationParams", "StopScanner", "cut_at_stops"]
 
 
 @dataclass(frozen=True)
@@ -49,20 +51,6 @@ class GenerationParams:
         if "stop" in changes:
             changes["stop"] = tuple(changes["stop"])
         return replace(self, **changes)
-
-
-@dataclass
-class Cancel:
-    """Set from any thread to stop a generation after the token being produced."""
-
-    event: threading.Event = field(default_factory=threading.Event)
-
-    def set(self) -> None:
-        self.event.set()
-
-    @property
-    def is_set(self) -> bool:
-        return self.event.is_set()
 
 
 class StopScanner:
