@@ -11,12 +11,12 @@ from __future__ import annotations
 import copy
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 from rejoinder.bots import create_bot
-from rejoinder.dialogue import Bot, Dialogue, Message, Reply, StreamingBot
+from rejoinder.dialogue import Bot, Dialogue, Effect, Message, Reply, StreamingBot
 from rejoinder.errors import ConfigError, InvalidMessage
 from rejoinder.store import Store
 
@@ -107,7 +107,7 @@ class ChatSession:
         """Answer one user message; the turn is stored before this returns."""
         working, message = self._begin(text)
         reply = self.bot.respond(working)
-        self._commit(working, [message, self._reply_message(reply)])
+        self._commit(working, [message, self._reply_message(reply)], reply.effects)
         return reply
 
     def stream(self, text: str) -> Iterator[str]:
@@ -143,13 +143,13 @@ class ChatSession:
     def _reply_message(self, reply: Reply) -> Message:
         return Message("assistant", reply.text, bot=self.bot.name, meta=reply.meta)
 
-    def _commit(self, working: Dialogue, messages: list[Message]) -> None:
+    def _commit(self, working: Dialogue, messages: list[Message], effects: Sequence[Effect] = ()) -> None:
         try:
             json.dumps(working.state)
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"bot {self.bot.name!r} left state that is not JSON-serialisable: {exc}") from None
         version = self.store.append_turn(
-            self.conversation_id, messages, working.state, expected_version=self.dialogue.version
+            self.conversation_id, messages, working.state, expected_version=self.dialogue.version, effects=effects
         )
         self.dialogue = replace(
             self.dialogue,

@@ -27,7 +27,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from rejoinder.dialogue import Dialogue, Message, utcnow
+from rejoinder.dialogue import Dialogue, Effect, Message, utcnow
 from rejoinder.errors import ConcurrentUpdate, ConversationNotFound, StoreError
 from rejoinder.store.models import BotState, Conversation, MessageRow
 
@@ -261,8 +261,10 @@ class Store:
         state: dict[str, Any],
         *,
         expected_version: int,
+        effects: Sequence[Effect] = (),
     ) -> int:
-        """Write messages and the bot's new state in one transaction; return the new state version.
+        """Write messages, the bot's new state and the turn's ``effects`` in one transaction; return
+        the new state version.
 
         Raises :class:`ConcurrentUpdate` (and writes nothing) when the stored state is no longer
         at ``expected_version`` because another process answered in this conversation meanwhile.
@@ -297,5 +299,7 @@ class Store:
                         meta=message.meta,
                     )
                 )
+            for effect in effects:
+                effect(s)
             conversation.updated_at = now
         return expected_version + 1
