@@ -104,3 +104,124 @@ def test_stream_yields_the_reply_and_stores_the_turn(store):
     session, _ = ChatSession.start(store, "counter", bot=CountingBot())
     assert "".join(session.stream("one")) == "seen 1"
     assert [m.text for m in store.load_dialogue(session.conversation_id).messages][-1] == "seen 1"
+
+
+class TickingBot:
+    """Streams "tick 0 ", "tick 1 ", ... until cancelled or ``limit`` pieces; records a lesson as an effect."""
+
+    name = "ticker"
+
+    def __init__(self, limit: int = 1000, pause: float = 0.01) -> None:
+        self.limit = limit
+        self.pause = pause
+        self.lessons: list[str] = []
+
+    def greet(self, dialogue: Dialogue) -> Reply | None:
+        return None
+
+    def respond(self, dialogue: Dialogue) -> Reply:
+        from rejoinder.dialogue import Cancel, collect
+
+        return collect(self.stream(dialogue, Cancel()))
+
+    def stream(self, dialogue: Dialogue, cancel):
+        import time
+
+        pieces = []
+        for number in range(self.limit):
+            if cancel.is_set:
+                return Reply("".join(pieces), meta={"pieces": len(pieces)}, finish_reason="cancelled")
+            time.sleep(self.pause)
+            pieces.append(f"tick {number} ")
+            yield pieces[-1]
+        text = dialogue.last_user_message.text
+        return Reply("".join(pieces), meta={"pieces": len(pieces)}, effects=[lambda _s: self.lessons.append(text)])
+
+
+def test_a_stream_cancelled_from_another_thread_stops_and_is_stored_once_marked_cancelled(store):
+    import threading
+
+    session, _ = ChatSession.start(store, "ticker", bot=TickingBot())
+    turn = session.stream("go")
+    shown = []
+    reader = threading.Thread(target=lambda: shown.extend(turn))
+    reader.start()
+    while len(turn.shown) < 3:
+        threading.Event().wait(0.005)
+    turn.cancel()
+    reader.join(timeout=5)
+    assert not reader.is_alive()
+    stored = store.load_dialogue(session.conversation_id).messages
+    assert [m.role for m in stored] == ["user", "assistant"]
+    assert stored[-1].text == "".join(shown).strip() and stored[-1].meta["cancelled"] is True
+    assert stored[-1].meta["finish_reason"] == "cancelled"
+    assert turn.reply.finish_reason == "cancelled"
+
+
+def test_a_stream_nobody_reads_is_stored_at_the_moment_it_is_cancelled(store):
+    session, _ = ChatSession.start(store, "ticker", bot=TickingBot())
+    turn = session.stream("go")
+    assert next(turn) == "tick 0 "
+    turn.cancel()
+    stored = store.load_dialogue(session.conversation_id).messages
+    assert stored[-1].text == "tick 0" and stored[-1].meta["cancelled"] is True
+    assert list(turn) == []
+    assert len(store.load_dialogue(session.conversation_id).messages) == 2
+
+
+def test_a_whole_streamed_reply_carries_the_bots_metadata_and_its_effects_are_written(store):
+    bot = TickingBot(limit=3, pause=0)
+    session, _ = ChatSession.start(store, "ticker", bot=bot)
+    turn = session.stream("lesson one")
+    assert "".join(turn) == "tick 0 tick 1 tick 2 "
+    assert turn.reply.meta == {"pieces": 3} and turn.reply.text == "tick 0 tick 1 tick 2"
+    assert bot.lessons == ["lesson one"]
+    assert store.load_dialogue(session.conversation_id).messages[-1].meta == {"pieces": 3}
+
+
+def test_a_turn_refused_as_a_concurrent_update_writes_none_of_its_effects(store):
+    bot = TickingBot(limit=2, pause=0)
+    first, _ = ChatSession.start(store, "ticker", bot=bot)
+    second = ChatSession.resume(store, first.conversation_id, bot=bot)
+    first.send("from the first")
+    with pytest.raises(ConcurrentUpdate):
+        second.send("from the second")
+    assert bot.lessons == ["from the first"]
+
+
+def test_regenerating_keeps_both_replies_as_siblings_and_each_branch_its_own_state(store):
+    session, _ = ChatSession.start(store, "counter", bot=CountingBot())
+    session.send("one")
+    first = session.dialogue.messages[-1]
+    again = session.regenerate()
+    assert again.text == "seen 1"  # the state before the message was restored: the count did not double
+    second = session.dialogue.messages[-1]
+    assert [m.id for m in store.siblings(first.id)] == [first.id, second.id]
+    assert session.send("two").text == "seen 2"
+    session.switch_branch(first.id)
+    assert [m.text for m in session.dialogue.messages] == ["ready", "one", "seen 1"]
+    assert session.send("three").text == "seen 2"
+    assert len(store.message_tree(session.conversation_id)) == 8
+
+
+def test_a_message_can_start_a_new_branch_after_any_reply(store):
+    session, _ = ChatSession.start(store, "counter", bot=CountingBot())
+    root = session.dialogue.messages[0]
+    session.send("one")
+    session.send("two")
+    assert session.send("other", after=root.id).text == "seen 1"
+    assert [m.text for m in session.dialogue.messages] == ["ready", "other", "seen 1"]
+    resumed = ChatSession.resume(store, session.conversation_id, bot=CountingBot())
+    assert [m.text for m in resumed.dialogue.messages] == ["ready", "other", "seen 1"]
+
+
+def test_sessions_with_the_same_bot_and_options_share_one_bot(store):
+    first, _ = ChatSession.start(store, "eliza", {"friendly": "true"})
+    second, _ = ChatSession.start(store, "eliza", {"friendly": True})
+    resumed = ChatSession.resume(store, first.conversation_id)
+    assert first.bot is second.bot is resumed.bot
+
+
+def test_text_that_is_not_valid_unicode_is_refused_with_its_position():
+    with pytest.raises(InvalidMessage, match=r"not valid UTF-8.*character 3"):
+        clean_message("hi\udcff there", 100)

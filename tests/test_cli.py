@@ -13,8 +13,10 @@ from typer.testing import CliRunner
 
 from conftest import DOCTOR_1966
 from rejoinder.chat import ChatSession
-from rejoinder.cli import app, run_piped
+from rejoinder.cli import app
 from rejoinder.repl import run_repl
+from rejoinder.store import Store
+from rejoinder.terminal import run_piped
 
 runner = CliRunner()
 
@@ -102,7 +104,7 @@ def test_conversations_and_history_show_what_was_said(db_url):
 
 def test_db_command_reports_the_schema_revision(db_url):
     result = runner.invoke(app, ["db", "--db", db_url])
-    assert "schema revision: 0003" in result.stdout
+    assert f"schema revision: {Store(db_url).head()}" in result.stdout
 
 
 def test_run_piped_stops_with_status_2_on_a_store_failure(store):
@@ -135,3 +137,46 @@ def test_repl_shows_the_last_messages_when_resuming(store):
         pipe.send_text("/quit\n")
         run_repl(resumed, None, console=console, prompt=PromptSession(input=pipe, output=DummyOutput()))
     assert "resuming" in console.file.getvalue() and "you> I am sad" in console.file.getvalue()
+
+
+def test_invalid_utf8_on_a_piped_line_is_reported_by_line_and_the_others_are_answered(db_url):
+    lines = b"I am sad\nbad \xff\xfe bytes\nI am happy\n"
+    result = runner.invoke(app, ["chat", "--db", db_url, "--bot", "eliza"], input=lines)
+    assert result.exit_code == 1, result.output
+    assert "line 2: not valid UTF-8 (byte 0xff at column 5)" in result.stderr
+    assert len(result.stdout.splitlines()) == 3  # the opening and two replies
+    store = Store(db_url)
+    texts = [m.text for m in store.load_dialogue(store.list_conversations()[0].id).messages]
+    assert "I am sad" in texts and "I am happy" in texts and len(texts) == 5
+
+
+def test_conversation_ids_are_listed_whole_and_any_unique_prefix_resumes_one(db_url):
+    first = chat(["--bot", "eliza"], "I am sad\n", db_url)
+    conversation_id = first.stderr.split("conversation:")[1].split()[0]
+    narrow = CliRunner(env={"COLUMNS": "80"})
+    listing = narrow.invoke(app, ["conversations", "--db", db_url])
+    assert conversation_id in listing.stdout
+    again = chat(["--conversation", conversation_id[:8]], "I am happy\n", db_url)
+    assert again.exit_code == 0, again.output
+    assert conversation_id in again.stderr
+    history = runner.invoke(app, ["history", conversation_id[:13], "--db", db_url])
+    assert "I am happy" in history.stdout
+
+
+def test_a_bad_option_in_a_config_file_names_the_file_and_line(tmp_path, db_url):
+    config = tmp_path / "mybot.yaml"
+    config.write_text("bot: eliza\noptions:\n  friendly: maybe\n")
+    result = chat(["--config", str(config)], "hi\n", db_url)
+    assert result.exit_code == 2
+    assert f"friendly='maybe' ({config}:3): expected true or false" in result.stderr.replace("\n", "")
+
+
+def test_bots_json_gives_each_options_type_default_and_who_may_set_it():
+    import json
+
+    result = runner.invoke(app, ["bots", "--json"])
+    assert result.exit_code == 0, result.output
+    schemas = json.loads(result.stdout)
+    friendly = schemas["eliza"]["properties"]["friendly"]
+    assert friendly["type"] == "boolean" and friendly["default"] is False and friendly["x-client-settable"] is True
+    assert schemas["eliza"]["properties"]["script"]["x-client-settable"] is False

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from rejoinder.bots import available_bots, create_bot, load_bot_config
@@ -13,7 +15,7 @@ def test_eliza_bots_are_registered_with_descriptions_and_options():
     bots = available_bots()
     assert {"eliza", "eliza-ru"} <= set(bots)
     assert "ELIZA" in bots["eliza"].description
-    assert "script" in bots["eliza"].options()
+    assert "script" in bots["eliza"].option_names()
 
 
 def test_created_bots_follow_the_bot_protocol():
@@ -26,12 +28,12 @@ def test_unknown_bot_lists_the_available_ones():
 
 
 def test_unknown_option_lists_the_accepted_ones():
-    with pytest.raises(ConfigError, match="no option colour; its options are: script"):
+    with pytest.raises(ConfigError, match="no option 'colour'; its options are: script"):
         create_bot("eliza", {"colour": "red"})
 
 
 def test_bad_option_value_says_what_is_accepted():
-    with pytest.raises(ConfigError, match=r"punctuation='fancy'.*'1966' or 'modern'"):
+    with pytest.raises(ConfigError, match=r"punctuation='fancy'.*one of: 1966, modern"):
         create_bot("eliza", {"punctuation": "fancy"})
     with pytest.raises(ConfigError, match="friendly='maybe'"):
         create_bot("eliza", {"friendly": "maybe"})
@@ -48,9 +50,62 @@ def test_bad_option_value_says_what_is_accepted():
 def test_config_files_in_yaml_json_and_toml_resolve_paths_next_to_the_file(tmp_path, name, content):
     path = tmp_path / name
     path.write_text(content)
-    bot, options = load_bot_config(path)
-    assert bot == "eliza"
-    assert options == {"script": str(tmp_path / "scripts" / "x.txt"), "friendly": True}
+    config = load_bot_config(path)
+    assert config.bot == "eliza"
+    assert config.options == {"script": "scripts/x.txt", "friendly": True}
+    converted = available_bots()["eliza"].check(config.options, where=config.where, base=config.base)
+    assert converted["script"] == str(tmp_path / "scripts" / "x.txt")
+    assert converted["friendly"] is True
+
+
+def test_every_bad_option_is_reported_at_once_with_what_is_accepted():
+    with pytest.raises(ConfigError) as info:
+        create_bot("eliza", {"friendly": "maybe", "punctuation": "fancy", "colour": "red"})
+    message = str(info.value)
+    assert "friendly='maybe': expected true or false" in message
+    assert "punctuation='fancy': expected one of: 1966, modern" in message
+    assert "no option 'colour'" in message
+
+
+def test_a_bad_option_in_a_config_file_names_the_file_and_line(tmp_path):
+    path = tmp_path / "mybot.yaml"
+    path.write_text("bot: eliza\noptions:\n  punctuation: modern\n  friendly: maybe\n")
+    config = load_bot_config(path)
+    with pytest.raises(ConfigError, match=rf"friendly='maybe' \({re.escape(str(path))}:4\): expected true or false"):
+        create_bot(config.bot, config.options, where=config.where, base=config.base)
+
+
+def test_options_naming_files_urls_or_models_are_for_the_operator_only():
+    entry = available_bots()["eliza"]
+    assert {o.name: o.client_settable for o in entry.options()}["script"] is False
+    assert {o.name: o.client_settable for o in entry.options()}["friendly"] is True
+    with pytest.raises(ConfigError, match=r"'script'.*only by the operator"):
+        entry.check({"script": "/etc/passwd"}, client=True)
+    assert entry.check({"friendly": "true"}, client=True)["friendly"] is True
+
+
+def test_each_bot_has_a_json_schema_of_its_options():
+    schema = available_bots()["eliza"].schema()
+    assert schema["type"] == "object" and schema["additionalProperties"] is False
+    assert schema["properties"]["friendly"] == {
+        "type": "boolean",
+        "default": False,
+        "description": schema["properties"]["friendly"]["description"],
+        "x-client-settable": True,
+    }
+    assert schema["properties"]["punctuation"]["enum"] == ["1966", "modern"]
+    assert schema["properties"]["script"]["x-client-settable"] is False
+
+
+def test_the_pool_builds_one_bot_per_bot_and_options_and_shares_it(store):
+    from rejoinder.bots import pool_for
+
+    pool = pool_for(store)
+    first, options = pool.get("eliza", {"friendly": "true"})
+    second, _ = pool.get("eliza", {"friendly": True})
+    other, _ = pool.get("eliza", {"friendly": False})
+    assert first is second and first is not other
+    assert options["friendly"] is True and options["script"] == "doctor"
 
 
 def test_broken_json_config_points_at_line_and_column(tmp_path):

@@ -12,12 +12,12 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from rejoinder.dialogue import Message
-from rejoinder.errors import ConcurrentUpdate, ConversationNotFound, StoreError
+from rejoinder.errors import ConcurrentUpdate, ConversationNotFound, InvalidMessage, MessageNotFound, StoreError
 from rejoinder.store import Store, default_url
 
 
 def test_a_new_database_is_migrated_to_the_newest_revision(store):
-    assert store.revision() == "0003"
+    assert store.revision() == store.head()
 
 
 def test_sqlite_runs_in_wal_mode_with_foreign_keys(tmp_path):
@@ -151,20 +151,70 @@ def test_a_killed_process_loses_no_answered_message(tmp_path, db_url):
     ]
 
 
-def test_upgrading_an_old_database_keeps_its_conversations(db_url):
+def _old_database(db_url: str, revision: str) -> Store:
     from alembic import command
 
     old = Store(db_url, migrate=False)
     config = old._alembic_config()
     with old.engine.begin() as connection:
         config.attributes["connection"] = connection
-        command.upgrade(config, "0001")
-    cid = old.create_conversation("eliza", user_id="ann")
-    old.append_turn(cid, [Message("user", "hello")], {"limit": 2}, expected_version=0)
+        command.upgrade(config, revision)
+    return old
+
+
+def test_upgrading_an_old_database_keeps_its_conversations_as_single_branches(db_url):
+    old = _old_database(db_url, "0003")
+    now = "2026-11-30 10:00:00"
+    with old.engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO conversations (id, bot, bot_options, user_id, created_at, updated_at) "
+                "VALUES ('c1', 'eliza', '{}', 'ann', :now, :now)"
+            ),
+            {"now": now},
+        )
+        connection.execute(
+            text(
+                "INSERT INTO bot_states (conversation_id, bot, state, version, updated_at) "
+                "VALUES ('c1', 'eliza', '{\"limit\": 2}', 1, :now)"
+            ),
+            {"now": now},
+        )
+        for seq, (role, words) in enumerate([("assistant", "HOW DO YOU DO"), ("user", "hello"), ("assistant", "HI")]):
+            connection.execute(
+                text(
+                    "INSERT INTO messages (conversation_id, seq, role, text, created_at, meta) "
+                    "VALUES ('c1', :seq, :role, :text, :now, '{}')"
+                ),
+                {"seq": seq + 1, "role": role, "text": words, "now": now},
+            )
     old.close()
     upgraded = Store(db_url)
-    assert upgraded.revision() == "0003"
-    assert [m.text for m in upgraded.load_dialogue(cid).messages] == ["hello"]
+    assert upgraded.revision() == upgraded.head()
+    dialogue = upgraded.load_dialogue("c1")
+    assert [m.text for m in dialogue.messages] == ["HOW DO YOU DO", "hello", "HI"]
+    first, second, third = dialogue.messages
+    assert first.parent_id is None and second.parent_id == first.id and third.parent_id == second.id
+    assert dialogue.state == {"limit": 2} and dialogue.version == 1
+    assert upgraded.get_conversation("c1").active_leaf == third.id
+
+
+def test_downgrading_keeps_the_active_branch_of_each_conversation(db_url):
+    from alembic import command
+
+    store = Store(db_url)
+    cid = store.create_conversation("eliza")
+    store.append_turn(cid, [Message("user", "hi"), Message("assistant", "one")], {"n": 1}, expected_version=0)
+    first_reply = store.load_dialogue(cid).messages[-1]
+    store.append_turn(cid, [Message("assistant", "two")], {"n": 2}, expected_version=1, parent_id=first_reply.parent_id)
+    store.switch_branch(cid, first_reply.id, expected_version=2)
+    config = store._alembic_config()
+    with store.engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.downgrade(config, "0003")
+    with store.engine.connect() as connection:
+        texts = [row[0] for row in connection.execute(text("SELECT text FROM messages ORDER BY seq"))]
+    assert texts == ["hi", "one"]
 
 
 def test_every_migration_can_be_undone_and_redone(db_url):
@@ -176,4 +226,51 @@ def test_every_migration_can_be_undone_and_redone(db_url):
         config.attributes["connection"] = connection
         command.downgrade(config, "base")
         command.upgrade(config, "head")
-    assert store.revision() == "0003"
+    assert store.revision() == store.head()
+
+
+def test_replies_to_one_prefix_are_siblings_and_the_active_branch_is_loaded(store):
+    cid = store.create_conversation("eliza")
+    store.append_turn(cid, [Message("user", "hi"), Message("assistant", "one")], {"n": 1}, expected_version=0)
+    user, first = store.load_dialogue(cid).messages
+    store.append_turn(cid, [Message("assistant", "two")], {"n": 2}, expected_version=1, parent_id=user.id)
+    active = store.load_dialogue(cid)
+    assert [m.text for m in active.messages] == ["hi", "two"] and active.state == {"n": 2}
+    assert [m.text for m in store.siblings(first.id)] == ["one", "two"]
+    assert store.load_dialogue(cid, leaf=first.id).state == {"n": 1}
+    store.switch_branch(cid, first.id, expected_version=2)
+    again = store.load_dialogue(cid)
+    assert [m.text for m in again.messages] == ["hi", "one"] and again.state == {"n": 1} and again.version == 3
+    assert len(store.message_tree(cid)) == 3
+
+
+def test_feedback_is_recorded_against_a_message_with_its_user(store):
+    cid = store.create_conversation("eliza")
+    store.append_turn(cid, [Message("user", "hi"), Message("assistant", "one")], {}, expected_version=0)
+    reply = store.load_dialogue(cid).messages[-1]
+    store.add_feedback(reply.id, "rating", {"score": 1}, user_id="ann")
+    store.add_feedback(reply.id, "comment", {"text": "nice"}, user_id="bob")
+    found = store.feedback(conversation_id=cid)
+    assert [(f.kind, f.value, f.user_id) for f in found] == [
+        ("rating", {"score": 1}, "ann"),
+        ("comment", {"text": "nice"}, "bob"),
+    ]
+    assert [f.user_id for f in store.feedback(message_id=reply.id, kind="comment")] == ["bob"]
+    with pytest.raises(InvalidMessage, match="feedback kind 'stars'"):
+        store.add_feedback(reply.id, "stars", {"n": 5})
+    with pytest.raises(MessageNotFound):
+        store.add_feedback("no-such-message", "rating", {"score": 1})
+    store.delete_conversation(cid)
+    assert store.feedback() == []
+
+
+def test_a_unique_prefix_of_a_conversation_id_names_it(store):
+    first = store.create_conversation("eliza")
+    second = store.create_conversation("eliza")
+    assert store.resolve_id(first[:8]) == first
+    assert store.resolve_id(first[:8] + "…") == first
+    assert store.resolve_id(second) == second
+    with pytest.raises(ConversationNotFound):
+        store.resolve_id("zzzzzzzz")
+    with pytest.raises(ConversationNotFound):
+        store.resolve_id(first[:2])

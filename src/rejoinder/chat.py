@@ -2,8 +2,16 @@
 
 Every front end (the terminal, the HTTP server, the labeling app) talks to bots through
 :class:`ChatSession`: it checks the user's message, lets the bot answer on a copy of the state,
-and commits the message, the reply and the new state in one transaction before returning the
-reply. If the bot fails, nothing is written and the stored conversation is unchanged.
+and commits the message, the reply, the new state and the reply's effects in one transaction
+before returning the reply. If the bot fails, nothing is written and the stored conversation is
+unchanged.
+
+Bots are shared: a session takes its bot from the store's :class:`~rejoinder.bots.BotPool`, so
+every conversation with the same bot and options uses one instance (one model, one decoding loop).
+
+A streamed reply is a :class:`TurnStream`: iterate it for the pieces; :meth:`TurnStream.cancel`
+may be called from any thread (a Ctrl-C handler, a client that went away) and stops the bot
+within one step; the partial reply is then committed once, marked cancelled.
 """
 
 from __future__ import annotations
@@ -11,12 +19,27 @@ from __future__ import annotations
 import copy
 import json
 import os
-from collections.abc import Iterator, Sequence
+import threading
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
-from rejoinder.bots import create_bot
-from rejoinder.dialogue import Bot, Dialogue, Effect, Message, Reply, StreamingBot
+from rejoinder.bots import pool_for
+from rejoinder.dialogue import (
+    Bot,
+    Cancel,
+    Dialogue,
+    Effect,
+    Message,
+    PreparingBot,
+    ProgressFn,
+    Reply,
+    ReplyPieces,
+    StreamingBot,
+    collect,
+)
 from rejoinder.errors import ConfigError, InvalidMessage
 from rejoinder.store import Store
 
@@ -37,15 +60,30 @@ def max_message_chars() -> int:
 
 
 def clean_message(text: Any, limit: int) -> str:
-    """The message as it will be stored, or :class:`InvalidMessage` saying what is wrong."""
+    """The message as it will be stored, or :class:`InvalidMessage` saying what is wrong.
+
+    Text that is not valid Unicode (lone surrogates, as Python makes of undecodable bytes) is
+    refused with the position of the first bad character; NUL characters are dropped.
+    """
     if not isinstance(text, str):
         raise InvalidMessage(f"a message must be text, not {type(text).__name__}")
+    for index, char in enumerate(text):
+        if "\ud800" <= char <= "\udfff":
+            raise InvalidMessage(
+                f"the message is not valid UTF-8 text (an undecodable byte or lone surrogate at character {index + 1})"
+            )
     text = text.replace("\x00", "").strip()
     if not text:
         raise InvalidMessage("the message is empty")
     if len(text) > limit:
         raise InvalidMessage(f"the message is {len(text)} characters long; the limit is {limit}")
     return text
+
+
+def prepare_bot(bot: Bot, progress: ProgressFn | None = None, cancel: Cancel | None = None) -> None:
+    """Run a bot's preparation if it has one (importing a corpus, training its NLU, ...)."""
+    if isinstance(bot, PreparingBot) and not bot.readiness().complete:
+        bot.prepare(progress, cancel)
 
 
 @dataclass
@@ -68,92 +106,244 @@ class ChatSession:
         cls,
         store: Store,
         bot_name: str,
-        bot_options: dict[str, Any] | None = None,
+        bot_options: Mapping[str, Any] | None = None,
         *,
         user_id: str | None = None,
         bot: Bot | None = None,
+        where: Mapping[str, str] | None = None,
+        base: Path | None = None,
+        client: bool = False,
     ) -> tuple[ChatSession, Reply | None]:
-        """Create a conversation; return the session and the bot's opening remark (already stored)."""
-        options = dict(bot_options or {})
-        bot = bot or create_bot(bot_name, options, store=store)
+        """Create a conversation; return the session and the bot's opening remark (already stored).
+
+        ``bot_options`` are checked and converted by the bot's declared options (``where`` names
+        each value's origin for error messages, ``base`` resolves relative paths, ``client=True``
+        refuses options only the operator may set). ``bot`` skips the registry (tests, embedding).
+        """
+        if bot is None:
+            bot, options = pool_for(store).get(bot_name, bot_options, where=where, base=base, client=client)
+        else:
+            options = dict(bot_options or {})
         conversation_id = store.create_conversation(bot_name, bot_options=options, user_id=user_id)
         dialogue = Dialogue(bot=bot_name, conversation_id=conversation_id, user_id=user_id)
         session = cls(store, bot, dialogue, max_message_chars())
         working = replace(dialogue, state=copy.deepcopy(dialogue.state))
         opening = bot.greet(working)
-        messages = [Message("assistant", opening.text, bot=bot.name, meta=opening.meta)] if opening else []
-        session._commit(working, messages)
+        messages = [session._reply_message(opening)] if opening else []
+        session._commit(working, messages, opening.effects if opening else ())
         return session, opening
 
     @classmethod
     def resume(cls, store: Store, conversation_id: str, *, bot: Bot | None = None) -> ChatSession:
         """Continue a stored conversation with the bot (and options) it was started with."""
         info = store.get_conversation(conversation_id)
-        bot = bot or create_bot(info.bot, info.bot_options, store=store)
+        if bot is None:
+            bot, _ = pool_for(store).get(info.bot, info.bot_options)
         return cls(store, bot, store.load_dialogue(conversation_id), max_message_chars())
 
     # -- turns -------------------------------------------------------------------------------------
-    def _begin(self, text: Any) -> tuple[Dialogue, Message]:
+    def _begin(self, text: Any, after: str | None = None) -> tuple[Dialogue, Message]:
+        """The working dialogue for a new user message: below the active leaf, or below ``after``."""
         cleaned = clean_message(text, self.max_chars)
-        message = Message("user", cleaned, user_id=self.dialogue.user_id)
-        working = replace(
-            self.dialogue,
-            messages=[*self.dialogue.messages, message],
-            state=copy.deepcopy(self.dialogue.state),
-        )
+        base = self.dialogue
+        if after is not None and (not base.messages or base.messages[-1].id != after):
+            base = replace(self.store.load_dialogue(self.conversation_id, leaf=after), version=self.dialogue.version)
+        parent = base.messages[-1].id if base.messages else None
+        message = Message("user", cleaned, user_id=self.dialogue.user_id, id=str(uuid.uuid4()), parent_id=parent)
+        working = replace(base, messages=[*base.messages, message], state=copy.deepcopy(base.state))
         return working, message
 
-    def send(self, text: str) -> Reply:
-        """Answer one user message; the turn is stored before this returns."""
-        working, message = self._begin(text)
+    def send(self, text: str, *, after: str | None = None) -> Reply:
+        """Answer one user message; the turn is stored before this returns.
+
+        ``after`` (a message id) answers the message as a new branch below that message instead
+        of continuing the active branch; the new branch becomes the active one.
+        """
+        working, message = self._begin(text, after)
         reply = self.bot.respond(working)
-        self._commit(working, [message, self._reply_message(reply)], reply.effects)
+        self._commit(working, [message, self._reply_message(reply, message)], reply.effects)
         return reply
 
-    def stream(self, text: str) -> Iterator[str]:
-        """Yield the reply in pieces as the bot produces them; the turn is stored after the last piece.
+    def stream(self, text: str, *, after: str | None = None) -> TurnStream:
+        """The reply in pieces as the bot produces them (see :class:`TurnStream`)."""
+        working, message = self._begin(text, after)
+        return TurnStream(self, working, message)
 
-        Closing the iterator early (the user pressed Ctrl-C, the client went away) stops the bot and
-        stores what was said so far, marked ``cancelled`` in the reply's meta.
+    def regenerate(self, reply_id: str | None = None) -> Reply:
+        """Answer the user message before ``reply_id`` (default: the active branch's last reply) again.
+
+        The new reply is a sibling of the old one (both are kept) and becomes the active branch.
         """
-        working, message = self._begin(text)
-        if not isinstance(self.bot, StreamingBot):
-            reply = self.bot.respond(working)
-            self._commit(working, [message, self._reply_message(reply)])
-            yield reply.text
-            return
-        pieces: list[str] = []
-        finished = False
-        source = self.bot.stream(working)
-        try:
-            for piece in source:
-                pieces.append(piece)
-                yield piece
-            finished = True
-        finally:
-            close = getattr(source, "close", None)
-            if close is not None:
-                close()
-            if finished or pieces:
-                meta = dict(getattr(self.bot, "last_stats", {}) or {})
-                if not finished:
-                    meta["cancelled"] = True
-                self._commit(working, [message, self._reply_message(Reply("".join(pieces).strip(), meta=meta))])
+        working, message = self._regenerating(reply_id)
+        reply = self.bot.respond(working)
+        self._commit(working, [self._reply_message(reply, message)], reply.effects)
+        return reply
 
-    def _reply_message(self, reply: Reply) -> Message:
-        return Message("assistant", reply.text, bot=self.bot.name, meta=reply.meta)
+    def regenerate_stream(self, reply_id: str | None = None) -> TurnStream:
+        """:meth:`regenerate`, streamed."""
+        working, message = self._regenerating(reply_id)
+        return TurnStream(self, working, message, regenerate=True)
+
+    def _regenerating(self, reply_id: str | None) -> tuple[Dialogue, Message]:
+        messages = self.dialogue.messages
+        if reply_id is None:
+            replies = [m for m in messages if m.role == "assistant" and m.parent_id is not None]
+            if not replies or messages[-1].role != "assistant":
+                raise InvalidMessage("there is no reply to a user message to regenerate")
+            reply_id = replies[-1].id
+        target = next((m for m in self.store.message_tree(self.conversation_id) if m.id == reply_id), None)
+        if target is None or target.role != "assistant" or target.parent_id is None:
+            raise InvalidMessage(f"message {reply_id!r} is not a reply to a user message in this conversation")
+        prefix = self.store.load_dialogue(self.conversation_id, leaf=target.parent_id)
+        user = prefix.messages[-1]
+        working = replace(prefix, version=self.dialogue.version, state=copy.deepcopy(prefix.state))
+        return working, user
+
+    def switch_branch(self, message_id: str) -> None:
+        """Continue the conversation from ``message_id`` (e.g. the sibling reply a user kept)."""
+        version = self.store.switch_branch(self.conversation_id, message_id, expected_version=self.dialogue.version)
+        self.dialogue = replace(self.store.load_dialogue(self.conversation_id), version=version)
+
+    def _reply_message(self, reply: Reply, answering: Message | None = None) -> Message:
+        meta = dict(reply.meta)
+        if reply.finish_reason != "stop":
+            meta["finish_reason"] = reply.finish_reason
+        if reply.finish_reason == "cancelled":
+            meta["cancelled"] = True
+        if reply.confidence is not None and "confidence" not in meta:
+            meta["confidence"] = round(float(reply.confidence), 4)
+        return Message(
+            "assistant",
+            reply.text,
+            bot=self.bot.name,
+            meta=meta,
+            id=str(uuid.uuid4()),
+            parent_id=answering.id if answering is not None else None,
+        )
 
     def _commit(self, working: Dialogue, messages: list[Message], effects: Sequence[Effect] = ()) -> None:
+        """Store ``messages`` (a chain below the first one's parent), the state and the effects at once."""
         try:
             json.dumps(working.state)
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"bot {self.bot.name!r} left state that is not JSON-serialisable: {exc}") from None
         version = self.store.append_turn(
-            self.conversation_id, messages, working.state, expected_version=self.dialogue.version, effects=effects
+            self.conversation_id,
+            messages,
+            working.state,
+            expected_version=self.dialogue.version,
+            effects=effects,
+            parent_id=messages[0].parent_id if messages else None,
         )
-        self.dialogue = replace(
-            self.dialogue,
-            messages=[*self.dialogue.messages, *messages],
-            state=working.state,
-            version=version,
-        )
+        written = {m.id for m in messages}
+        before = [m for m in working.messages if m.id not in written]
+        self.dialogue = replace(self.dialogue, messages=[*before, *messages], state=working.state, version=version)
+
+
+class TurnStream(Iterator[str]):
+    """One streamed turn: iterate for the pieces; ``reply`` holds the stored Reply once it is over.
+
+    The turn is committed exactly once: when the bot finishes, or when the stream is cancelled
+    (:meth:`cancel`, from any thread) or closed early - then with the text shown so far, marked
+    ``cancelled``. Pieces the bot produced after the cancel are never shown nor stored. A bot
+    that is not a :class:`~rejoinder.dialogue.StreamingBot` answers whole, as one piece.
+    """
+
+    def __init__(self, session: ChatSession, working: Dialogue, message: Message, *, regenerate: bool = False) -> None:
+        self.session = session
+        self.working = working
+        self.message = message
+        self.regenerate = regenerate
+        self.cancel_event = Cancel()
+        self.reply: Reply | None = None
+        self.shown: list[str] = []
+        self._lock = threading.RLock()
+        self._source: ReplyPieces | None = None
+        if isinstance(session.bot, StreamingBot):
+            self._source = session.bot.stream(working, self.cancel_event)
+
+    @property
+    def done(self) -> bool:
+        return self.reply is not None
+
+    def __iter__(self) -> TurnStream:
+        return self
+
+    def __next__(self) -> str:
+        with self._lock:
+            if self.reply is not None:
+                raise StopIteration
+            if self._source is None:
+                return self._answer_whole()
+            if self.cancel_event.is_set:
+                self._finish_cancelled()
+                raise StopIteration
+            try:
+                piece = next(self._source)
+            except StopIteration as stop:
+                result: Reply = stop.value if stop.value is not None else Reply("".join(self.shown))
+                if self.cancel_event.is_set:
+                    result = self._as_cancelled(result)
+                else:
+                    result.text = result.text.strip()
+                self._finish(result)
+                raise
+            except KeyboardInterrupt:  # Ctrl-C inside the bot: the same as a cancel
+                self.cancel_event.set()
+                self._finish(self._as_cancelled(Reply("")))
+                raise
+            except Exception as exc:  # the bot failed mid-reply: keep what was shown, then report it
+                self._finish(self._as_cancelled(Reply("", meta={"error": str(exc)})))
+                raise
+            if self.cancel_event.is_set:  # produced after the cancel: never shown
+                self._finish_cancelled()
+                raise StopIteration
+            self.shown.append(piece)
+            return piece
+
+    def _answer_whole(self) -> str:
+        whole = self.session.bot.respond(self.working)
+        self._finish(whole)
+        return whole.text
+
+    def cancel(self) -> None:
+        """Stop the reply (from any thread); what was shown so far is committed, marked cancelled.
+
+        When another thread is reading the stream, it stops within one step of the bot and
+        commits; when nobody is reading, the commit happens here, now.
+        """
+        self.cancel_event.set()
+        if self._lock.acquire(blocking=False):
+            try:
+                if self.reply is None and self._source is not None:
+                    self._finish_cancelled()
+            finally:
+                self._lock.release()
+
+    def close(self) -> None:
+        """Stop reading early: the same as :meth:`cancel`."""
+        self.cancel()
+        with self._lock:
+            if self.reply is None and self._source is not None:
+                self._finish_cancelled()
+
+    def _finish_cancelled(self) -> None:
+        assert self._source is not None
+        try:
+            result = collect(self._source) or Reply("")  # the bot sees the cancel at its next step and returns
+        except Exception:
+            result = Reply("")
+        self._finish(self._as_cancelled(result))
+
+    def _as_cancelled(self, result: Reply) -> Reply:
+        return replace(result, text="".join(self.shown).strip(), finish_reason="cancelled")
+
+    def _finish(self, result: Reply) -> None:
+        if self.reply is not None:
+            return
+        self.reply = result
+        if self._source is not None and not self.shown and result.finish_reason == "cancelled":
+            return  # nothing was said: nothing to keep
+        session = self.session
+        reply = session._reply_message(result, self.message)
+        session._commit(self.working, [reply] if self.regenerate else [self.message, reply], result.effects)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Any, TextIO
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -56,24 +56,42 @@ def _parse_options(pairs: list[str]) -> dict[str, Any]:
 
 
 @app.command("bots")
-def bots_command() -> None:
-    """List the bots you can chat with."""
+def bots_command(
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print each bot's options as JSON Schema (types, defaults, who sets them).")
+    ] = False,
+) -> None:
+    """List the bots you can chat with, and their options."""
+    import json
+
     from rejoinder.bots import available_bots
 
-    table = Table("bot", "description", "options", box=None, header_style="bold")
+    if as_json:
+        schemas: dict[str, Any] = {}
+        for name, entry in available_bots().items():
+            try:
+                schemas[name] = entry.schema()
+            except ImportError as exc:
+                schemas[name] = {"title": name, "x-unavailable": f"needs {exc.name} (see the README for its extra)"}
+        sys.stdout.write(json.dumps(schemas, indent=2, ensure_ascii=False) + "\n")
+        return
+    table = Table("bot", "description", "options (* only the operator may set)", box=None, header_style="bold")
     for name, entry in available_bots().items():
         try:
-            table.add_row(name, entry.description, ", ".join(entry.options()))
+            options = ", ".join(f"{o.name}{'' if o.client_settable else '*'}" for o in entry.options())
+            table.add_row(name, entry.description, options)
         except ImportError as exc:
             table.add_row(name, f"[dim]unavailable: needs {exc.name} (see the README for its extra)[/]", "")
     console.print(table)
+    console.print("[dim]`rejoinder bots --json` gives each option's type, default and help.[/]", highlight=False)
 
 
 @app.command("chat")
 def chat_command(
     bot: BotOption = None,
     conversation: Annotated[
-        str | None, typer.Option("--conversation", "-c", help="Resume this stored conversation where it stopped.")
+        str | None,
+        typer.Option("--conversation", "-c", help="Resume this stored conversation (its id or a unique prefix)."),
     ] = None,
     script: Annotated[
         Path | None, typer.Option("--script", help="ELIZA script file in the 1966 format (for ELIZA bots).")
@@ -100,10 +118,11 @@ def chat_command(
         str | None, typer.Option("--base-url", help="LLM bots: an OpenAI-compatible server, e.g. http://host:8000/v1.")
     ] = None,
 ) -> None:
-    """Chat with a bot in the terminal (or, with piped input, one reply per input line)."""
+    """Chat with a bot in the terminal (or, with piped input, one reply per input line). The default bot is ELIZA."""
     from rejoinder.bots import load_bot_config
     from rejoinder.chat import ChatSession
     from rejoinder.store import Store
+    from rejoinder.terminal import INTERRUPTED, piped_stdin, prepare_in_terminal, run_piped
 
     interactive = sys.stdin.isatty() and sys.stdout.isatty()
     try:
@@ -114,21 +133,29 @@ def chat_command(
                     "--conversation resumes a conversation with the bot it was started with; "
                     "drop --script, --config, --option, --model, --backend and --base-url"
                 )
-            session = ChatSession.resume(store, conversation)
+            session = ChatSession.resume(store, store.resolve_id(conversation))
             if bot and bot != session.dialogue.bot:
                 raise RejoinderError(f"conversation {conversation} is with bot {session.dialogue.bot!r}, not {bot!r}")
             opening = None
         else:
-            name, options = load_bot_config(config) if config else (bot or "eliza", {})
-            if bot and config and bot != name:
-                raise RejoinderError(f"--bot {bot!r} disagrees with the bot {name!r} named in {config}")
-            options.update(_parse_options(option or []))
+            name, options, where, base = bot or "eliza", {}, {}, None
+            if config:
+                loaded = load_bot_config(config)
+                name, options, where, base = loaded.bot, loaded.options, loaded.where, loaded.base
+                if bot and bot != name:
+                    raise RejoinderError(f"--bot {bot!r} disagrees with the bot {name!r} named in {config}")
+            for key, value in _parse_options(option or []).items():
+                options[key], where[key] = value, "--option"
             for key, value in (("model", model), ("backend", backend), ("base_url", base_url)):
                 if value is not None:
-                    options[key] = value
+                    options[key], where[key] = value, f"--{key.replace('_', '-')}"
             if script is not None:
-                options["script"] = str(script.expanduser().resolve())
-            session, opening = ChatSession.start(store, name, options, user_id=user or _local_user())
+                options["script"], where["script"] = str(script.expanduser().resolve()), "--script"
+            session, opening = ChatSession.start(
+                store, name, options, user_id=user or _local_user(), where=where, base=base
+            )
+        if not prepare_in_terminal(session.bot, err_console):
+            raise typer.Exit(INTERRUPTED)
     except RejoinderError as exc:
         raise _fail(exc) from None
 
@@ -140,52 +167,8 @@ def chat_command(
     err_console.print(f"conversation: {session.conversation_id}", highlight=False, markup=False)
     if hasattr(session.bot, "describe"):
         err_console.print(f"{session.bot.name}: {session.bot.describe()}", highlight=False, markup=False)
-    code = run_piped(session, opening, sys.stdin, sys.stdout, sys.stderr, explain=explain)
+    code = run_piped(session, opening, piped_stdin(), sys.stdout, sys.stderr, explain=explain)
     raise typer.Exit(code)
-
-
-def run_piped(
-    session: Any, opening: Any, stdin: TextIO, stdout: TextIO, stderr: TextIO, *, explain: bool = False
-) -> int:
-    """One user message per input line, one reply per output line; blank lines are skipped.
-
-    Returns the exit status: 0, or 1 if any line was refused (the reason goes to stderr with the
-    line number; the other lines are still answered).
-    """
-    from rejoinder.dialogue import StreamingBot
-    from rejoinder.errors import InvalidMessage
-
-    status = 0
-    if opening is not None:
-        stdout.write(opening.text + "\n")
-        stdout.flush()
-    for number, line in enumerate(stdin, start=1):
-        if not line.strip():
-            continue
-        try:
-            if isinstance(session.bot, StreamingBot):
-                started = False
-                for piece in session.stream(line.rstrip("\n")):
-                    piece = piece.replace("\r", "").replace("\n", " ")  # one reply per output line
-                    stdout.write(piece.lstrip() if not started else piece)
-                    started = started or bool(piece.strip())
-                    stdout.flush()
-                stdout.write("\n")
-                stdout.flush()
-                continue
-            reply = session.send(line.rstrip("\n"))
-        except InvalidMessage as exc:
-            stderr.write(f"line {number}: {exc}\n")
-            status = 1
-            continue
-        except RejoinderError as exc:
-            stderr.write(f"line {number}: error: {exc}\n")
-            return 2
-        stdout.write(reply.text + "\n")
-        if explain:
-            stderr.write(f"  {reply.meta}\n")
-        stdout.flush()
-    return status
 
 
 @app.command("conversations")
@@ -194,7 +177,7 @@ def conversations_command(
     user: Annotated[str | None, typer.Option("--user", help="Only this user's conversations.")] = None,
     db: DbOption = None,
 ) -> None:
-    """List stored conversations, newest first."""
+    """List stored conversations, newest first (any unique prefix of an id names its conversation)."""
     from rejoinder.store import Store
 
     try:
@@ -202,21 +185,24 @@ def conversations_command(
     except RejoinderError as exc:
         raise _fail(exc) from None
     table = Table("id", "bot", "messages", "user", "last active (UTC)", box=None, header_style="bold")
+    table.columns[0].no_wrap = True
+    table.columns[0].min_width = 36
     for row in rows:
         table.add_row(row.id, row.bot, str(row.message_count), row.user_id or "", f"{row.updated_at:%Y-%m-%d %H:%M:%S}")
-    console.print(table)
+    console.print(table, crop=False, soft_wrap=True)
 
 
 @app.command("history")
 def history_command(
-    conversation: Annotated[str, typer.Argument(help="Conversation id.")],
+    conversation: Annotated[str, typer.Argument(help="Conversation id, or a unique prefix of it.")],
     db: DbOption = None,
 ) -> None:
-    """Print a stored conversation."""
+    """Print a stored conversation (its active branch)."""
     from rejoinder.store import Store
 
     try:
-        dialogue = Store(db).load_dialogue(conversation)
+        store = Store(db)
+        dialogue = store.load_dialogue(store.resolve_id(conversation))
     except RejoinderError as exc:
         raise _fail(exc) from None
     for message in dialogue.messages:

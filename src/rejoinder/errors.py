@@ -71,9 +71,16 @@ class InvalidMessage(RejoinderError):
 
 
 class ConversationNotFound(RejoinderError):
-    def __init__(self, conversation_id: str) -> None:
+    def __init__(self, conversation_id: str, message: str | None = None) -> None:
         self.conversation_id = conversation_id
-        super().__init__(f"no conversation with id {conversation_id!r} in the store")
+        super().__init__(message or f"no conversation with id {conversation_id!r} in the store")
+
+
+class MessageNotFound(RejoinderError):
+    def __init__(self, message_id: str, conversation_id: str | None = None) -> None:
+        self.message_id = message_id
+        where = f" in conversation {conversation_id}" if conversation_id else ""
+        super().__init__(f"no message with id {message_id!r}{where}")
 
 
 class StoreError(RejoinderError):

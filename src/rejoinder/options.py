@@ -49,6 +49,7 @@ class Option:
     default: Any = None
     help: str = ""
     choices: tuple[str, ...] = ()
+    """For ``choice``: the values accepted; for ``path`` and ``model``: shipped names accepted besides paths."""
     minimum: float | None = None
     maximum: float | None = None
     client: bool | None = None
@@ -104,6 +105,8 @@ class Option:
         if not isinstance(value, str | int | float) or isinstance(value, bool):
             raise ValueError(f"expected {self.accepted()}, not {type(value).__name__}")
         text = str(value)
+        if kind in ("path", "model") and text in self.choices:
+            return text  # a shipped name (a script, a model), not a path
         if kind == "path":
             if not text.strip():
                 return None if self.default is None else self.default
@@ -133,6 +136,9 @@ class Option:
             return "true or false"
         if self.kind == "choice":
             return "one of: " + ", ".join(self.choices)
+        if self.kind in ("path", "model") and self.choices:
+            noun = "a file path" if self.kind == "path" else "a model path"
+            return f"{noun} or one of: {', '.join(self.choices)}"
         if self.kind in ("int", "float"):
             noun = "a whole number" if self.kind == "int" else "a number"
             if self.minimum is not None and self.maximum is not None:
@@ -152,8 +158,10 @@ class Option:
         schema: dict[str, Any] = dict(self.schema) if self.kind == "json" else {"type": types.get(self.kind, "string")}
         if self.kind in ("path", "url", "model"):
             schema["format"] = {"path": "path", "url": "uri", "model": "model"}[self.kind]
-        if self.choices:
+        if self.choices and self.kind == "choice":
             schema["enum"] = list(self.choices)
+        elif self.choices:
+            schema["examples"] = list(self.choices)
         if self.minimum is not None:
             schema["minimum"] = self.minimum
         if self.maximum is not None:
@@ -177,6 +185,9 @@ def declare(*options: Option) -> Callable[[F], F]:
         missing = [n for n in names if n not in params]
         if missing:
             raise TypeError(f"{factory.__qualname__}: declared options {missing} are not parameters")
+        differ = [o.name for o in options if params[o.name].default != o.default]
+        if differ:
+            raise TypeError(f"{factory.__qualname__}: the declared defaults of {differ} differ from the signature's")
         factory.__rejoinder_options__ = tuple(options)  # type: ignore[attr-defined]
         return factory
 

@@ -10,6 +10,7 @@ from rich.markup import escape
 from rejoinder.chat import ChatSession
 from rejoinder.dialogue import Reply, StreamingBot
 from rejoinder.errors import InvalidMessage, RejoinderError
+from rejoinder.terminal import sigint_calls
 
 HELP = "/quit leaves (Ctrl-D too) · /explain toggles why the bot said it · /id shows the conversation id"
 SHOWN_ON_RESUME = 6
@@ -28,26 +29,42 @@ def _history() -> History:
 
 def _say(console: Console, bot: str, reply: Reply, explain: bool) -> None:
     console.print(f"[bold cyan]{escape(bot)}>[/] [cyan]{escape(reply.text)}[/]", highlight=False)
-    if explain and reply.meta:
-        details = ", ".join(f"{k}={v}" for k, v in reply.meta.items() if v not in (None, "", []))
-        console.print(f"  [dim]{escape(details)}[/]", highlight=False)
+    if explain:
+        _explain(console, reply)
 
 
-def _stream(console: Console, session: ChatSession, bot: str, text: str) -> None:
-    """Show a streaming bot's reply as it is produced; Ctrl-C stops it (what was said is kept)."""
-    console.print(f"[bold cyan]{escape(bot)}>[/] ", end="", highlight=False)
-    pieces = session.stream(text)
+def _stream(console: Console, session: ChatSession, bot: str, text: str, explain: bool) -> None:
+    """Show the reply as it is produced; Ctrl-C stops it (what was said is kept, marked cancelled)."""
     try:
-        for piece in pieces:
-            console.print(piece, end="", style="cyan", highlight=False, markup=False, soft_wrap=True)
-        console.print()
-    except KeyboardInterrupt:
-        pieces.close()
-        console.print(" [dim](stopped)[/]", highlight=False)
+        turn = session.stream(text)
     except InvalidMessage as exc:
-        console.print(f"\n[yellow]{escape(str(exc))}[/]", highlight=False)
+        console.print(f"[yellow]{escape(str(exc))}[/]", highlight=False)
+        return
+    console.print(f"[bold cyan]{escape(bot)}>[/] ", end="", highlight=False)
+    try:
+        with sigint_calls(turn.cancel):
+            for piece in turn:
+                console.print(piece, end="", style="cyan", highlight=False, markup=False, soft_wrap=True)
+    except KeyboardInterrupt:  # a second Ctrl-C: the turn is already stored as far as it got
+        turn.close()
     except RejoinderError as exc:
         console.print(f"\n[bold red]error:[/] {escape(str(exc))}", highlight=False)
+        return
+    reply = turn.reply
+    if reply is not None and reply.finish_reason == "cancelled":
+        console.print(" [dim](stopped)[/]", highlight=False)
+    elif reply is not None and reply.finish_reason == "length":
+        console.print(" [dim](cut at the length limit)[/]", highlight=False)
+    else:
+        console.print()
+    if explain and reply is not None:
+        _explain(console, reply)
+
+
+def _explain(console: Console, reply: Reply) -> None:
+    if reply.meta:
+        details = ", ".join(f"{k}={v}" for k, v in reply.meta.items() if v not in (None, "", []))
+        console.print(f"  [dim]{escape(details)}[/]", highlight=False)
 
 
 def run_repl(
@@ -95,10 +112,13 @@ def run_repl(
         if not text.strip():
             continue
         if isinstance(session.bot, StreamingBot):
-            _stream(console, session, bot, text)
+            _stream(console, session, bot, text, explain)
             continue
         try:
             reply = session.send(text)
+        except KeyboardInterrupt:
+            console.print("[dim](stopped; nothing was stored for this message)[/]", highlight=False)
+            continue
         except InvalidMessage as exc:
             console.print(f"[yellow]{escape(str(exc))}[/]", highlight=False)
             continue

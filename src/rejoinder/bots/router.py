@@ -25,12 +25,23 @@ or on the command line: ``-o chain=bank:0.6,assistant,eliza``.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from rejoinder.dialogue import Bot, Dialogue, Reply, StreamingBot
+from rejoinder.dialogue import (
+    Bot,
+    Cancel,
+    Dialogue,
+    PreparingBot,
+    ProgressFn,
+    Readiness,
+    Reply,
+    ReplyPieces,
+    StreamingBot,
+    collect,
+)
 from rejoinder.errors import ConfigError, RejoinderError
+from rejoinder.options import Option, declare
 
 DEFAULT_CHAIN = "bank:0.6,assistant"
 
@@ -94,8 +105,6 @@ class RouterBot:
             raise ConfigError(f"a bot appears twice in the chain: {names}")
         self.links = links
         self.name = name
-        self.last_stats: dict[str, Any] = {}
-        self._last_reply = Reply("")
 
     def describe(self) -> str:
         """The chain, with each bot's own description where it has one."""
@@ -106,6 +115,24 @@ class RouterBot:
             parts.append(f"{link.name}{threshold}{': ' + detail if detail else ''}")
         return " -> ".join(parts)
 
+    # -- preparation: the chain is ready when every bot in it is --------------------------------------
+    def readiness(self) -> Readiness:
+        states = [(link.name, link.bot.readiness()) for link in self.links if isinstance(link.bot, PreparingBot)]
+        waiting = [f"{name}: {r.detail}" for name, r in states if not r.complete]
+        return Readiness(
+            ready=all(r.ready for _, r in states),
+            complete=not waiting,
+            detail="; ".join(waiting),
+        )
+
+    def prepare(self, progress: ProgressFn | None = None, cancel: Cancel | None = None) -> None:
+        for link in self.links:
+            if cancel is not None and cancel.is_set:
+                return
+            if isinstance(link.bot, PreparingBot) and not link.bot.readiness().complete:
+                link.bot.prepare(progress, cancel)
+
+    # -- turns --------------------------------------------------------------------------------------------
     @staticmethod
     def _sub(dialogue: Dialogue, name: str) -> Dialogue:
         states = dialogue.state.setdefault("bots", {})
@@ -125,15 +152,22 @@ class RouterBot:
             reply.meta = {**reply.meta, "routed_to": first.name}
         return reply
 
-    def _accepts(self, link: Link, sub: Dialogue, reply: Reply) -> bool:
+    @staticmethod
+    def _accepts(link: Link, reply: Reply) -> bool:
+        """A reply is taken unless it is a fallback or its confidence is below the link's threshold;
+        a bot with no notion of confidence (``None``, e.g. ELIZA) always answers."""
         if reply.meta.get("action") == "fallback" or reply.meta.get("source") == "fallback":
             return False
-        return reply.confidence >= link.min_confidence
+        return reply.confidence is None or reply.confidence >= link.min_confidence
 
     def _route(
         self, dialogue: Dialogue, start: int = 0, tried: list[dict[str, Any]] | None = None
     ) -> tuple[int, Dialogue, Reply | None, list[dict[str, Any]]]:
-        """The index of the link that answers and its reply; None for a streaming bot still to speak."""
+        """The index of the link that answers and its reply; None for a streaming bot still to speak.
+
+        A refused reply is dropped whole: its state change and its effects (what it would have
+        written) never reach the store.
+        """
         tried = list(tried or [])
         for number in range(start, len(self.links)):
             link = self.links[number]
@@ -148,63 +182,76 @@ class RouterBot:
                     raise
                 tried.append({"bot": link.name, "error": str(exc)})
                 continue
-            if last or self._accepts(link, sub, reply):
+            if last or self._accepts(link, reply):
                 return number, sub, reply, tried
-            tried.append({"bot": link.name, "confidence": round(reply.confidence, 3)})
+            tried.append({"bot": link.name, "confidence": round(reply.confidence or 0.0, 3)})
         raise ConfigError("the router's chain is empty")
 
     def _finish(self, dialogue: Dialogue, number: int, sub: Dialogue, reply: Reply, tried: list) -> Reply:
         name = self.links[number].name
         self._keep(dialogue, name, sub)
         reply.meta = {**reply.meta, "routed_to": name, "tried": tried}
-        self.last_stats = dict(reply.meta)
         return reply
 
     def respond(self, dialogue: Dialogue) -> Reply:
-        for _ in self.stream(dialogue):
-            pass
-        return self._last_reply
+        return collect(self.stream(dialogue, Cancel()))
 
-    def stream(self, dialogue: Dialogue) -> Iterator[str]:
+    def stream(self, dialogue: Dialogue, cancel: Cancel) -> ReplyPieces:
         """The chosen bot's reply in pieces. A streaming bot that fails before its first piece (its
         server is down) passes the turn to the next link."""
         start, tried = 0, []
         while True:
             number, sub, reply, tried = self._route(dialogue, start, tried)
             if reply is not None:
-                self._last_reply = self._finish(dialogue, number, sub, reply, tried)
                 yield reply.text
-                return
+                return self._finish(dialogue, number, sub, reply, tried)
             link = self.links[number]
-            stream = link.bot.stream(sub)  # type: ignore[attr-defined]
-            pieces: list[str] = []
+            source = link.bot.stream(sub, cancel)  # type: ignore[attr-defined]
+            shown: list[str] = []
             try:
-                for piece in stream:
-                    pieces.append(piece)
+                while True:
+                    try:
+                        piece = next(source)
+                    except StopIteration as stop:
+                        result = stop.value if stop.value is not None else Reply("".join(shown).strip())
+                        break
+                    shown.append(piece)
                     yield piece
             except RejoinderError as exc:
-                if pieces or number == len(self.links) - 1:
+                if shown or number == len(self.links) - 1:
                     raise
                 tried.append({"bot": link.name, "error": str(exc)})
                 start = number + 1
                 continue
             finally:
-                close = getattr(stream, "close", None)
-                if close is not None:
-                    close()
-            stats = dict(getattr(link.bot, "last_stats", {}) or {})
-            self._last_reply = self._finish(dialogue, number, sub, Reply("".join(pieces).strip(), meta=stats), tried)
-            return
+                source.close()
+            return self._finish(dialogue, number, sub, result, tried)
 
 
+@declare(
+    Option(
+        "chain",
+        "json",
+        DEFAULT_CHAIN,
+        "the bots in order, 'bot:min_confidence,bot,...' or a list of {bot, min_confidence, options}",
+        client=False,
+        schema={"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "object"}}]},
+    )
+)
 def create(chain: Any = DEFAULT_CHAIN, store: Any = None) -> RouterBot:
     """A chain of bots with confidence thresholds: e.g. the bank bot, then the LLM assistant."""
-    from rejoinder.bots import create_bot
+    from rejoinder.bots import pool_for
 
+    pool = pool_for(store) if store is not None else None
     links = []
     for name, threshold, options in parse_chain(chain):
         try:
-            bot = create_bot(name, options, store=store)
+            if pool is not None:
+                bot, options = pool.get(name, options)
+            else:
+                from rejoinder.bots import create_bot
+
+                bot = create_bot(name, options)
         except RejoinderError as exc:
             raise ConfigError(f"router link {name!r}: {exc}") from None
         links.append(Link(name, bot, threshold, options))

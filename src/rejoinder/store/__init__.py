@@ -9,6 +9,13 @@ Every turn (the user's message, the bot's reply and the bot's new state) is writ
 transaction that is committed before the reply is returned, so a process killed at any moment
 loses no answered message, and a state saved by another process in the meantime is detected
 (``ConcurrentUpdate``) instead of silently overwritten.
+
+A conversation is a tree of messages: each message has a stable id and a parent, so several
+replies can answer one prefix (a regenerated reply, candidates to rank, an edited question).
+One branch is active (the conversation's ``active_leaf``); the bot's state after every reply is
+kept with the reply, so any branch can be continued from where it was. Feedback (ratings,
+comments, rankings among siblings, choices, form answers) is recorded against messages with
+who gave it.
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import Engine, create_engine, event, func, select, update
 from sqlalchemy.engine import make_url
@@ -28,10 +35,14 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from rejoinder.dialogue import Dialogue, Effect, Message, utcnow
-from rejoinder.errors import ConcurrentUpdate, ConversationNotFound, StoreError
-from rejoinder.store.models import BotState, Conversation, MessageRow
+from rejoinder.errors import ConcurrentUpdate, ConversationNotFound, InvalidMessage, MessageNotFound, StoreError
+from rejoinder.store.models import BotState, Conversation, FeedbackRow, MessageRow
 
 ENV_URL = "REJOINDER_DB_URL"
+FEEDBACK_KINDS = ("rating", "comment", "ranking", "choice", "form")
+"""rating: ``{"score": -1..1}`` (thumbs down/up, or a scale); comment: ``{"text"}``; ranking: ``{"order":
+[message ids, best first], "ties": [[ids], ...]}`` over sibling replies; choice: ``{"kept": id}``
+(which of the siblings a user kept); form: ``{question: answer}`` (the labeling form)."""
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
@@ -58,6 +69,18 @@ class ConversationInfo:
     created_at: datetime
     updated_at: datetime
     message_count: int
+    active_leaf: str | None = None
+
+
+@dataclass(frozen=True)
+class FeedbackInfo:
+    id: str
+    conversation_id: str
+    message_id: str
+    user_id: str | None
+    kind: str
+    value: dict[str, Any]
+    created_at: datetime
 
 
 def _aware(value: datetime) -> datetime:
@@ -142,6 +165,12 @@ class Store:
 
         return MigrationContext.configure(connection).get_current_revision()
 
+    def head(self) -> str:
+        """The newest schema revision this version of Rejoinder knows."""
+        from alembic.script import ScriptDirectory
+
+        return ScriptDirectory.from_config(self._alembic_config()).get_current_head() or ""
+
     def revision(self) -> str | None:
         with self.engine.connect() as connection:
             return self._current_revision(connection)
@@ -203,7 +232,26 @@ class Store:
             _aware(row.created_at),
             _aware(row.updated_at),
             count or 0,
+            row.active_leaf,
         )
+
+    def resolve_id(self, text: str) -> str:
+        """The id of the one conversation whose id starts with ``text`` (ids are long: any unique
+        prefix, of four characters or more, names a conversation)."""
+        prefix = text.strip().rstrip("…").rstrip(".")
+        if len(prefix) < 4:
+            raise ConversationNotFound(text)
+        with self.session() as s:
+            if s.get(Conversation, prefix) is not None:
+                return prefix
+            pattern = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            found = list(s.scalars(select(Conversation.id).where(Conversation.id.like(pattern, escape="\\")).limit(6)))
+        if not found:
+            raise ConversationNotFound(text)
+        if len(found) > 1:
+            shown = ", ".join(found[:5]) + (", ..." if len(found) > 5 else "")
+            raise ConversationNotFound(text, f"{prefix!r} starts several conversation ids ({shown}); give more of it")
+        return found[0]
 
     def get_conversation(self, conversation_id: str) -> ConversationInfo:
         with self.session() as s:
@@ -226,33 +274,82 @@ class Store:
                 raise ConversationNotFound(conversation_id)
             s.delete(row)
 
-    def load_dialogue(self, conversation_id: str) -> Dialogue:
+    @staticmethod
+    def _message(m: MessageRow) -> Message:
+        return Message(
+            role=m.role,  # type: ignore[arg-type]
+            text=m.text,
+            bot=m.bot,
+            user_id=m.user_id,
+            created_at=_aware(m.created_at),
+            meta=dict(m.meta or {}),
+            id=m.message_id,
+            parent_id=m.parent_id,
+        )
+
+    def _branch(self, s: Session, conversation_id: str, leaf: str | None) -> list[MessageRow]:
+        """The messages from the first one down to ``leaf``, in order."""
+        rows = {
+            m.message_id: m for m in s.scalars(select(MessageRow).where(MessageRow.conversation_id == conversation_id))
+        }
+        if leaf is not None and leaf not in rows:
+            raise MessageNotFound(leaf, conversation_id)
+        branch = []
+        cursor = leaf
+        while cursor is not None:
+            row = rows[cursor]
+            branch.append(row)
+            cursor = row.parent_id
+        branch.reverse()
+        return branch
+
+    def load_dialogue(self, conversation_id: str, *, leaf: str | None = None) -> Dialogue:
+        """The conversation's active branch (or the branch ending at ``leaf``) and the bot's state there."""
         with self.session() as s:
             row = s.get(Conversation, conversation_id)
             if row is None:
                 raise ConversationNotFound(conversation_id)
-            messages = [
-                Message(
-                    role=m.role,  # type: ignore[arg-type]
-                    text=m.text,
-                    bot=m.bot,
-                    user_id=m.user_id,
-                    created_at=_aware(m.created_at),
-                    meta=dict(m.meta or {}),
-                )
-                for m in s.scalars(
-                    select(MessageRow).where(MessageRow.conversation_id == conversation_id).order_by(MessageRow.seq)
-                )
-            ]
             state_row = s.get(BotState, conversation_id)
+            active = leaf is None or leaf == row.active_leaf
+            branch = self._branch(s, conversation_id, row.active_leaf if leaf is None else leaf)
+            if active:
+                state = dict(state_row.state) if state_row else {}
+            else:
+                state = self._state_after(branch, conversation_id)
             return Dialogue(
                 bot=row.bot,
-                messages=messages,
-                state=dict(state_row.state) if state_row else {},
+                messages=[self._message(m) for m in branch],
+                state=state,
                 conversation_id=conversation_id,
                 user_id=row.user_id,
                 version=state_row.version if state_row else 0,
             )
+
+    @staticmethod
+    def _state_after(branch: Sequence[MessageRow], conversation_id: str) -> dict[str, Any]:
+        """The bot's state right after the last message of ``branch`` (a user message: after the one before)."""
+        for m in reversed(branch):
+            if m.role == "user":
+                continue
+            if m.state is None:
+                raise InvalidMessage(
+                    f"conversation {conversation_id}: the bot's state after message {m.message_id} was not kept "
+                    "(it was stored before branches existed); only the latest reply can be continued"
+                )
+            return dict(m.state)
+        return {}
+
+    def message_tree(self, conversation_id: str) -> list[Message]:
+        """Every message of the conversation, all branches, in the order they were written."""
+        with self.session() as s:
+            if s.get(Conversation, conversation_id) is None:
+                raise ConversationNotFound(conversation_id)
+            return [
+                self._message(m)
+                for m in s.scalars(
+                    select(MessageRow).where(MessageRow.conversation_id == conversation_id).order_by(MessageRow.seq)
+                )
+            ]
 
     def append_turn(
         self,
@@ -262,9 +359,14 @@ class Store:
         *,
         expected_version: int,
         effects: Sequence[Effect] = (),
+        parent_id: str | Literal["active"] | None = "active",
     ) -> int:
         """Write messages, the bot's new state and the turn's ``effects`` in one transaction; return
         the new state version.
+
+        The messages form a chain below ``parent_id`` (default: the active branch's leaf; ``None``:
+        a new root); messages without an id get one. The last message becomes the active leaf and
+        keeps ``state`` as the state after it.
 
         Raises :class:`ConcurrentUpdate` (and writes nothing) when the stored state is no longer
         at ``expected_version`` because another process answered in this conversation meanwhile.
@@ -274,23 +376,29 @@ class Store:
             conversation = s.get(Conversation, conversation_id)
             if conversation is None:
                 raise ConversationNotFound(conversation_id)
-            result = s.execute(
-                update(BotState)
-                .where(BotState.conversation_id == conversation_id, BotState.version == expected_version)
-                .values(state=state, version=expected_version + 1, updated_at=now)
-            )
-            if result.rowcount != 1:
-                raise ConcurrentUpdate(
-                    f"conversation {conversation_id} was answered elsewhere (state is no longer at version "
-                    f"{expected_version}); reload it and try again"
+            parent = conversation.active_leaf if parent_id == "active" else parent_id
+            if (
+                parent is not None
+                and s.scalar(
+                    select(func.count())
+                    .select_from(MessageRow)
+                    .where(MessageRow.conversation_id == conversation_id, MessageRow.message_id == parent)
                 )
+                == 0
+            ):
+                raise MessageNotFound(parent, conversation_id)
+            self._bump(s, conversation_id, state, expected_version, now)
             last = s.scalar(select(func.max(MessageRow.seq)).where(MessageRow.conversation_id == conversation_id))
             seq = (last or 0) + 1
             for offset, message in enumerate(messages):
+                message_id = message.id or str(uuid.uuid4())
                 s.add(
                     MessageRow(
                         conversation_id=conversation_id,
                         seq=seq + offset,
+                        message_id=message_id,
+                        parent_id=parent,
+                        state=state if offset == len(messages) - 1 else None,
                         role=message.role,
                         text=message.text,
                         bot=message.bot,
@@ -299,7 +407,102 @@ class Store:
                         meta=message.meta,
                     )
                 )
+                parent = message_id
+            s.flush()
             for effect in effects:
                 effect(s)
+            conversation.active_leaf = parent
             conversation.updated_at = now
         return expected_version + 1
+
+    @staticmethod
+    def _bump(s: Session, conversation_id: str, state: dict[str, Any], expected_version: int, now: datetime) -> None:
+        result = s.execute(
+            update(BotState)
+            .where(BotState.conversation_id == conversation_id, BotState.version == expected_version)
+            .values(state=state, version=expected_version + 1, updated_at=now)
+        )
+        if result.rowcount != 1:
+            raise ConcurrentUpdate(
+                f"conversation {conversation_id} was answered elsewhere (state is no longer at version "
+                f"{expected_version}); reload it and try again"
+            )
+
+    def switch_branch(self, conversation_id: str, message_id: str, *, expected_version: int) -> int:
+        """Make the branch ending at ``message_id`` the active one (its state becomes the bot's state)."""
+        now = utcnow()
+        with self.session() as s:
+            conversation = s.get(Conversation, conversation_id)
+            if conversation is None:
+                raise ConversationNotFound(conversation_id)
+            branch = self._branch(s, conversation_id, message_id)
+            state = self._state_after(branch, conversation_id)
+            self._bump(s, conversation_id, state, expected_version, now)
+            conversation.active_leaf = message_id
+            conversation.updated_at = now
+        return expected_version + 1
+
+    def siblings(self, message_id: str) -> list[Message]:
+        """The messages that share ``message_id``'s parent (itself included), oldest first."""
+        with self.session() as s:
+            row = s.scalar(select(MessageRow).where(MessageRow.message_id == message_id))
+            if row is None:
+                raise MessageNotFound(message_id)
+            query = select(MessageRow).where(MessageRow.conversation_id == row.conversation_id)
+            query = query.where(
+                MessageRow.parent_id.is_(None) if row.parent_id is None else MessageRow.parent_id == row.parent_id
+            )
+            return [self._message(m) for m in s.scalars(query.order_by(MessageRow.seq))]
+
+    # -- feedback --------------------------------------------------------------------------------------
+    def add_feedback(
+        self, message_id: str, kind: str, value: dict[str, Any], *, user_id: str | None = None
+    ) -> FeedbackInfo:
+        """Record feedback on a message; ``kind`` is one of :data:`FEEDBACK_KINDS`."""
+        if kind not in FEEDBACK_KINDS:
+            raise InvalidMessage(f"feedback kind {kind!r}: expected one of {', '.join(FEEDBACK_KINDS)}")
+        if not isinstance(value, dict):
+            raise InvalidMessage(f"feedback value: expected a JSON object, not {type(value).__name__}")
+        now = utcnow()
+        with self.session() as s:
+            row = s.scalar(select(MessageRow).where(MessageRow.message_id == message_id))
+            if row is None:
+                raise MessageNotFound(message_id)
+            feedback = FeedbackRow(
+                id=str(uuid.uuid4()),
+                conversation_id=row.conversation_id,
+                message_id=message_id,
+                user_id=user_id,
+                kind=kind,
+                value=dict(value),
+                created_at=now,
+            )
+            s.add(feedback)
+            return self._feedback(feedback)
+
+    @staticmethod
+    def _feedback(row: FeedbackRow) -> FeedbackInfo:
+        return FeedbackInfo(
+            row.id, row.conversation_id, row.message_id, row.user_id, row.kind, dict(row.value), _aware(row.created_at)
+        )
+
+    def feedback(
+        self,
+        *,
+        conversation_id: str | None = None,
+        message_id: str | None = None,
+        kind: str | None = None,
+        user_id: str | None = None,
+    ) -> list[FeedbackInfo]:
+        """Recorded feedback, oldest first, filtered by conversation, message, kind and user."""
+        with self.session() as s:
+            query = select(FeedbackRow).order_by(FeedbackRow.created_at, FeedbackRow.id)
+            for column, wanted in (
+                (FeedbackRow.conversation_id, conversation_id),
+                (FeedbackRow.message_id, message_id),
+                (FeedbackRow.kind, kind),
+                (FeedbackRow.user_id, user_id),
+            ):
+                if wanted is not None:
+                    query = query.where(column == wanted)
+            return [self._feedback(row) for row in s.scalars(query)]

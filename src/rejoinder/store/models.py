@@ -23,6 +23,8 @@ class Conversation(Base):
     user_id: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
+    active_leaf: Mapped[str | None] = mapped_column(String(36))
+    """The last message of the active branch (the message tree's leaf that the conversation continues from)."""
 
     messages: Mapped[list[MessageRow]] = relationship(
         back_populates="conversation", order_by="MessageRow.seq", cascade="all, delete-orphan"
@@ -38,6 +40,13 @@ class MessageRow(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     conversation_id: Mapped[str] = mapped_column(ForeignKey("conversations.id", ondelete="CASCADE"))
     seq: Mapped[int]
+    """Order of insertion in the conversation (over all branches)."""
+    message_id: Mapped[str] = mapped_column(String(36))
+    """The message's stable id (what front ends and feedback refer to)."""
+    parent_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    """The message this one follows; None for a conversation's first message."""
+    state: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    """The bot's state right after this message (on replies), so a branch can start from any reply."""
     role: Mapped[str] = mapped_column(String(20))
     text: Mapped[str] = mapped_column(Text)
     bot: Mapped[str | None] = mapped_column(String(100))
@@ -49,7 +58,30 @@ class MessageRow(Base):
 
     __table_args__ = (
         UniqueConstraint("conversation_id", "seq", name="uq_messages_conversation_seq"),
+        UniqueConstraint("message_id", name="uq_messages_message_id"),
         Index("ix_messages_user_id", "user_id"),
+    )
+
+
+class FeedbackRow(Base):
+    """Who said what about a message: a rating, a comment, a ranking among siblings, form answers."""
+
+    __tablename__ = "feedback"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    conversation_id: Mapped[str] = mapped_column(ForeignKey("conversations.id", ondelete="CASCADE"))
+    message_id: Mapped[str] = mapped_column(ForeignKey("messages.message_id", ondelete="CASCADE"))
+    user_id: Mapped[str | None] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(20))
+    """``rating``, ``comment``, ``ranking``, ``choice`` or ``form`` (see :data:`rejoinder.store.FEEDBACK_KINDS`)."""
+    value: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime]
+
+    __table_args__ = (
+        Index("ix_feedback_message", "message_id"),
+        Index("ix_feedback_conversation", "conversation_id"),
+        Index("ix_feedback_user", "user_id", "created_at"),
+        Index("ix_feedback_kind", "kind", "created_at"),
     )
 
 

@@ -14,13 +14,14 @@ import re
 from pathlib import Path
 from typing import Any
 
-from rejoinder.bots import as_bool
 from rejoinder.bots.eliza.engine import ElizaEngine, Punctuation
 from rejoinder.bots.eliza.script import Script, load_script
 from rejoinder.dialogue import Dialogue, Reply
 from rejoinder.errors import ConfigError, InvalidMessage
+from rejoinder.options import Option, declare
+from rejoinder.resources import package_path
 
-SCRIPTS_DIR = Path(__file__).parent / "scripts"
+SCRIPTS_DIR = package_path("bots", "eliza", "scripts")
 SHIPPED_SCRIPTS = {"doctor": SCRIPTS_DIR / "doctor_en.txt", "doctor-ru": SCRIPTS_DIR / "doctor_ru.txt"}
 
 _CYRILLIC = re.compile(r"[А-Яа-яЁё]")
@@ -114,45 +115,61 @@ class ElizaBot:
         return Reply(present(turn.words, self.language, self.friendly), meta=meta)
 
 
+_ELIZA_OPTIONS = (
+    Option("punctuation", "choice", "1966", "1966: only comma, period and BUT end a clause; modern: ? ! ; : too",
+           choices=("1966", "modern")),
+    Option("friendly", "bool", False, "write replies in sentence case with a full stop or question mark"),
+    Option("language", "choice", None, "en or ru (default: detected from the script's keywords)", choices=("en", "ru")),
+    Option("morphology", "bool", True, "Russian: reflect verbs the script does not substitute (needs the ru extra)"),
+)  # fmt: skip
+
+
+def _script_option(default: str) -> Option:
+    return Option(
+        "script", "path", default, "a shipped script (doctor, doctor-ru) or a script file in the 1966 format",
+        choices=tuple(SHIPPED_SCRIPTS),
+    )  # fmt: skip
+
+
 def create(
-    script: str | Path = "doctor",
+    script: str = "doctor",
     punctuation: str = "1966",
-    friendly: bool | str = False,
+    friendly: bool = False,
     language: str | None = None,
-    morphology: bool | str = True,
+    morphology: bool = True,
     name: str = "eliza",
 ) -> ElizaBot:
     """ELIZA (1966) running a script: a shipped name (doctor, doctor-ru) or a file path."""
     path = SHIPPED_SCRIPTS.get(str(script), Path(script))
-    if language is not None and language not in ("en", "ru"):
-        raise ConfigError(f"option language={language!r}: expected 'en' or 'ru'")
     return ElizaBot(
         load_script(path),
         name=name,
         punctuation=punctuation,  # type: ignore[arg-type]
-        friendly=as_bool("friendly", friendly),
+        friendly=friendly,
         language=language,
-        morphology=as_bool("morphology", morphology),
+        morphology=morphology,
     )
 
 
+@declare(_script_option("doctor"), *_ELIZA_OPTIONS)
 def create_english(
-    script: str | Path = "doctor",
+    script: str = "doctor",
     punctuation: str = "1966",
-    friendly: bool | str = False,
+    friendly: bool = False,
     language: str | None = None,
-    morphology: bool | str = True,
+    morphology: bool = True,
 ) -> ElizaBot:
     """Weizenbaum's ELIZA (1966) with Rejoinder's English DOCTOR script, or any script file."""
     return create(script, punctuation, friendly, language, morphology, name="eliza")
 
 
+@declare(_script_option("doctor-ru"), *_ELIZA_OPTIONS)
 def create_russian(
-    script: str | Path = "doctor-ru",
+    script: str = "doctor-ru",
     punctuation: str = "1966",
-    friendly: bool | str = False,
+    friendly: bool = False,
     language: str | None = None,
-    morphology: bool | str = True,
+    morphology: bool = True,
 ) -> ElizaBot:
     """ELIZA (1966) in Russian: Rejoinder's Russian DOCTOR script with verb reflection."""
     return create(script, punctuation, friendly, language, morphology, name="eliza-ru")

@@ -10,7 +10,7 @@ for the window is refused with a clear error. Replies stream token by token; sto
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Generator
 from typing import Any
 
 from rejoinder.bots.llm.backends import Backend, load_backend
@@ -95,15 +95,15 @@ class AssistantBot:
             )
         return fit_history(self.system_prompt, turns, self.backend.count_chat_tokens, budget)
 
-    def stream(self, dialogue: Dialogue, cancel: Cancel | None = None) -> Iterator[str]:
+    def stream(self, dialogue: Dialogue, cancel: Cancel | None = None) -> Generator[str, None, Reply]:
         messages, dropped = self.chat_messages(dialogue)
-        started, first, pieces = time.perf_counter(), None, 0
+        started, first, pieces = time.perf_counter(), None, []
         stream = self.backend.stream_chat(messages, self.params, cancel)
         try:
             for piece in stream:
                 if first is None:
                     first = time.perf_counter() - started
-                pieces += 1
+                pieces.append(piece)
                 yield piece
         finally:
             close = getattr(stream, "close", None)
@@ -116,6 +116,7 @@ class AssistantBot:
                 "first_piece_s": round(first, 3) if first is not None else None,
                 "seconds": round(time.perf_counter() - started, 3),
             }
+        return Reply("".join(pieces).strip(), meta=dict(self.last_stats))
 
     def respond(self, dialogue: Dialogue) -> Reply:
         text = "".join(self.stream(dialogue)).strip()
