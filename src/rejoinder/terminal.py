@@ -152,6 +152,8 @@ def run_piped(
                     current[0] = None
                     stdout.write("\n")
                     stdout.flush()
+                    if turn.reply is not None and turn.reply.finish_reason == "length":
+                        stderr.write(f"line {number}: the reply was cut at the length limit\n")
                     if explain and turn.reply is not None:
                         stderr.write(f"  {turn.reply.meta}\n")
                 except InvalidMessage as exc:
