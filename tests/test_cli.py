@@ -180,3 +180,24 @@ def test_bots_json_gives_each_options_type_default_and_who_may_set_it():
     friendly = schemas["eliza"]["properties"]["friendly"]
     assert friendly["type"] == "boolean" and friendly["default"] is False and friendly["x-client-settable"] is True
     assert schemas["eliza"]["properties"]["script"]["x-client-settable"] is False
+
+
+class CutShort:
+    name = "cut"
+
+    def greet(self, dialogue):
+        return None
+
+    def respond(self, dialogue):
+        from rejoinder.dialogue import Reply
+
+        return Reply("Once upon a time there", finish_reason="length")
+
+
+def test_a_reply_cut_at_the_length_limit_is_marked_in_the_store_and_on_stderr(store):
+    session, _ = ChatSession.start(store, "cut", bot=CutShort())
+    out, err = io.StringIO(), io.StringIO()
+    assert run_piped(session, None, io.StringIO("tell me a story\n"), out, err) == 0
+    assert out.getvalue() == "Once upon a time there\n"
+    assert "line 1: the reply was cut at the length limit" in err.getvalue()
+    assert store.load_dialogue(session.conversation_id).messages[-1].meta["finish_reason"] == "length"
