@@ -12,9 +12,9 @@ import numpy as np
 
 from rejoinder.bots.retrieval.corpus import Exchange, read_corpus
 from rejoinder.bots.retrieval.memory import NewExchange, RetrievalMemory
-from rejoinder.bots.retrieval.moderation import Moderator
 from rejoinder.bots.retrieval.served import served_index
 from rejoinder.embeddings import Embedder, context_vector
+from rejoinder.moderation import Moderator
 
 BATCH = 512
 
