@@ -38,12 +38,12 @@ import numpy as np
 from common import BENCH, CHATTERBOT_PY, SHARED, WORK, print_table, run_side, write_jsonl, write_record
 
 from rejoinder.bots.retrieval.bot import REPLY_FIT_WEIGHT, shared_embedder
-from rejoinder.bots.retrieval.corpus import read_jsonl
 from rejoinder.bots.retrieval.memory import RetrievalMemory
-from rejoinder.bots.retrieval.moderation import Moderator
 from rejoinder.bots.retrieval.served import close_all, served_index
 from rejoinder.bots.retrieval.train import import_exchanges
+from rejoinder.datasets.corpus import read_jsonl
 from rejoinder.embeddings import context_vector
+from rejoinder.moderation import Moderator
 from rejoinder.store import Store
 
 NEIGHBOURS = 20

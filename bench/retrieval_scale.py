@@ -23,13 +23,13 @@ from common import WORK, percentile, print_table, write_record
 from retrieval_vs_chatterbot import held_out_queries
 
 from rejoinder.bots.retrieval.bot import RetrievalBot, shared_embedder
-from rejoinder.bots.retrieval.corpus import read_chitchat
 from rejoinder.bots.retrieval.memory import NewExchange, RetrievalMemory
-from rejoinder.bots.retrieval.moderation import Moderator
 from rejoinder.bots.retrieval.served import close_all, served_index
 from rejoinder.bots.retrieval.train import import_exchanges
+from rejoinder.datasets.corpus import read_chitchat
 from rejoinder.dialogue import Dialogue, Message
 from rejoinder.embeddings import normalise_rows
+from rejoinder.moderation import Moderator
 from rejoinder.store import Store
 
 NOISE = 0.022  # per-dimension sigma; with 384 dimensions gives cosine ~0.9 to the original

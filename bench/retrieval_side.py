@@ -20,12 +20,12 @@ import time
 from pathlib import Path
 
 from rejoinder.bots.retrieval.bot import RetrievalBot, shared_embedder
-from rejoinder.bots.retrieval.corpus import read_jsonl
 from rejoinder.bots.retrieval.memory import RetrievalMemory
-from rejoinder.bots.retrieval.moderation import Moderator
 from rejoinder.bots.retrieval.served import close_all, served_index
 from rejoinder.bots.retrieval.train import import_exchanges
+from rejoinder.datasets.corpus import read_jsonl
 from rejoinder.dialogue import Dialogue, Message
+from rejoinder.moderation import Moderator
 from rejoinder.store import Store
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from conftest import DATA
-from rejoinder.bots.retrieval.corpus import (
+from rejoinder.datasets.corpus import (
     Exchange,
     conversation_exchanges,
     read_chatterbot_corpus,
@@ -387,6 +387,19 @@ def test_read_corpus_dispatches_on_the_spec(tmp_path):
 @pytest.mark.skipif(not SELF_DIALOGUE.is_dir(), reason="the Self-dialogue Corpus subset is not in shared/data")
 def test_read_corpus_self_dialogue_defaults_to_the_shared_folder():
     assert next(read_corpus("self-dialogue")).source == "self_dialogue"
+
+
+def test_read_corpus_self_dialogue_is_found_through_the_shared_data_setting(tmp_path, monkeypatch):
+    """An installed Rejoinder finds the corpus through REJOINDER_SHARED_DATA, not beside its source files."""
+    fake_self_dialogue(tmp_path / "data" / "dialogues" / "self_dialogue_corpus")
+    monkeypatch.setenv("REJOINDER_SHARED_DATA", str(tmp_path / "data"))
+    assert next(read_corpus("self-dialogue")).conversation == "movies/Batch_1_batch_results/1"
+
+
+def test_read_corpus_self_dialogue_without_the_shared_data_names_the_setting(tmp_path, monkeypatch):
+    monkeypatch.setenv("REJOINDER_SHARED_DATA", str(tmp_path / "nothing"))
+    with pytest.raises(ConfigError, match="REJOINDER_SHARED_DATA"):
+        read_corpus("self-dialogue")
 
 
 def test_read_corpus_unknown_spec_lists_the_accepted_ones():

@@ -13,9 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from rejoinder.bots.retrieval import moderation
-from rejoinder.bots.retrieval.moderation import Moderator, PatternRule, Verdict, WordList
 from rejoinder.errors import ConfigError, SourceError
+from rejoinder.moderation import SHIPPED_WORDLISTS, Moderator, PatternRule, Verdict, WordList, model
 
 CLEAN = [
     "Hi! How are you doing today?",
@@ -385,7 +384,7 @@ def test_use_model_false_scores_with_lists_and_rules_only(screen: Moderator):
 
 
 def test_without_the_model_package_the_lists_and_rules_still_work(monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setattr(moderation, "_model_cache", {})
+    monkeypatch.setattr(model, "_cache", {})
     monkeypatch.setitem(sys.modules, "profanity_check", None)  # makes "import profanity_check" fail
     moderator = Moderator()
     assert moderator.model_available is False
@@ -395,7 +394,7 @@ def test_without_the_model_package_the_lists_and_rules_still_work(monkeypatch: p
 
 
 def test_importing_the_module_does_not_import_the_model():
-    code = "import sys, rejoinder.bots.retrieval.moderation; print('profanity_check' in sys.modules)"
+    code = "import sys, rejoinder.moderation; print('profanity_check' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
 
@@ -529,7 +528,7 @@ def test_a_bad_word_list_entry_is_reported_with_its_line():
 
 
 def test_shipped_word_lists_parse_and_have_entries():
-    for lang in moderation.SHIPPED_WORDLISTS:
+    for lang in SHIPPED_WORDLISTS:
         wordlist = WordList.shipped(lang)
         assert len(wordlist.blocked()) > 50 and wordlist.exceptions()
 

@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 
 from rejoinder.bots.retrieval.bot import FALLBACK, RetrievalBot, shared_embedder
-from rejoinder.bots.retrieval.corpus import Exchange
 from rejoinder.bots.retrieval.memory import RetrievalMemory
-from rejoinder.bots.retrieval.moderation import Moderator
 from rejoinder.bots.retrieval.served import ServedIndex, close_all, index_folder, served_index
 from rejoinder.bots.retrieval.train import import_exchanges
 from rejoinder.chat import ChatSession
+from rejoinder.datasets.corpus import Exchange
 from rejoinder.errors import ConfigError, RejoinderError
+from rejoinder.moderation import Moderator
 from rejoinder.store import Store
 
 CONVERSATIONS = [

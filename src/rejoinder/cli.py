@@ -262,8 +262,8 @@ def train_retrieval_command(
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from rejoinder.bots.retrieval.bot import shared_embedder
-    from rejoinder.bots.retrieval.moderation import Moderator
     from rejoinder.bots.retrieval.train import import_corpus
+    from rejoinder.moderation import Moderator
 
     try:
         memory = _retrieval_memory(db, collection)

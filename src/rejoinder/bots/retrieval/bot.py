@@ -30,11 +30,11 @@ import numpy as np
 
 from rejoinder.bots.retrieval.index import Hit
 from rejoinder.bots.retrieval.memory import RetrievalMemory, ServedReply, normalise
-from rejoinder.bots.retrieval.moderation import Moderator
 from rejoinder.bots.retrieval.served import ServedIndex, served_index
 from rejoinder.dialogue import Dialogue, Reply, utcnow
 from rejoinder.embeddings import CachedEmbedder, context_vector, load_embedder
 from rejoinder.errors import ConfigError, InvalidMessage
+from rejoinder.moderation import Moderator
 
 DEFLECTIONS = (
     "I'd rather keep this friendly. What else is on your mind?",

@@ -10,11 +10,11 @@ from itertools import islice
 
 import numpy as np
 
-from rejoinder.bots.retrieval.corpus import Exchange, read_corpus
 from rejoinder.bots.retrieval.memory import NewExchange, RetrievalMemory
-from rejoinder.bots.retrieval.moderation import Moderator
 from rejoinder.bots.retrieval.served import served_index
+from rejoinder.datasets.corpus import Exchange, read_corpus
 from rejoinder.embeddings import Embedder, context_vector
+from rejoinder.moderation import Moderator
 
 BATCH = 512
 
@@ -103,7 +103,7 @@ def import_corpus(
     limit: int | None = None,
     progress: Progress | None = None,
 ) -> ImportReport:
-    """Import a named corpus or file (see :func:`~rejoinder.bots.retrieval.corpus.read_corpus`)."""
+    """Import a named corpus or file (see :func:`~rejoinder.datasets.corpus.read_corpus`)."""
     return import_exchanges(
         memory, embedder, moderator, read_corpus(spec, window=window), progress=progress, limit=limit
     )

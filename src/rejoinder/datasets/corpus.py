@@ -1,4 +1,4 @@
-"""Conversation corpora for the retrieval bot, read as context -> reply exchanges.
+"""Conversation corpora read as context -> reply exchanges (what the retrieval bot learns from).
 
 Every turn of a conversation after the first becomes the ``reply`` to the (up to ``window``)
 turns before it, oldest first. Text is whitespace-normalised (stripped, inner runs of whitespace
@@ -9,8 +9,9 @@ Corpora (``read_corpus`` specs):
 
 - ``chitchat`` (default): the Chit Chat Challenge dataset from the ``chitchat-dataset`` package
   (MIT). The messages a person sent in a row form one turn, joined with a space.
-- ``self-dialogue`` or a path to its folder: the Self-dialogue Corpus (BSD-3-Clause; Krause et
-  al. 2017): ``corpus/<topic>/*.csv`` MTurk batch files, turns in ``Answer.sentence1`` ..
+- ``self-dialogue`` (the copy in the shared data, ``dialogues/self_dialogue_corpus``: see
+  :func:`rejoinder.resources.shared_data`) or a path to its folder: the Self-dialogue Corpus
+  (BSD-3-Clause; Krause et al. 2017): ``corpus/<topic>/*.csv`` MTurk batch files, turns in ``Answer.sentence1`` ..
   ``Answer.sentenceN``. Rows by workers listed in ``blocked_workers.txt`` are skipped; only the
   sentence columns are read, worker ids are never kept.
 - ``chatterbot`` or ``chatterbot:<language>``: the YAML files of the ``chatterbot-corpus``
@@ -72,14 +73,14 @@ from typing import Any
 import yaml
 
 from rejoinder.errors import ConfigError, SourceError
+from rejoinder.resources import shared_data
 
 log = logging.getLogger(__name__)
 
 DEFAULT_WINDOW = 3
 CONTEXT_SEPARATOR = "|||"
-SELF_DIALOGUE_ROOT = (
-    Path(__file__).resolve().parents[4].parent / "shared" / "data" / "dialogues" / "self_dialogue_corpus"
-)
+SELF_DIALOGUE = ("dialogues", "self_dialogue_corpus")
+"""Where the Self-dialogue Corpus is inside the shared data."""
 CORPUS_SPECS = ("chitchat", "self-dialogue", "self-dialogue:<folder>", "chatterbot", "chatterbot:<language>")
 FILE_SUFFIXES = (".jsonl", ".json", ".csv")
 
@@ -290,14 +291,16 @@ def _csv_rows(path: Path) -> Iterator[tuple[int, list[str]]]:
 _SENTENCE_COLUMN = re.compile(r"Answer\.sentence(\d+)")
 
 
-def read_self_dialogue(root: Path = SELF_DIALOGUE_ROOT, window: int = DEFAULT_WINDOW) -> Iterator[Exchange]:
+def read_self_dialogue(root: Path | None = None, window: int = DEFAULT_WINDOW) -> Iterator[Exchange]:
     """Exchanges of the Self-dialogue Corpus folder ``root`` (``corpus/<topic>/*.csv``, ``blocked_workers.txt``).
+
+    Without ``root``, the copy in the shared data (``dialogues/self_dialogue_corpus``).
 
     Only the ``Answer.sentenceN`` columns are kept; rows whose ``WorkerId`` is blocked are skipped
     and worker ids never leave this function.
     """
     _check_window(window)
-    root = Path(root)
+    root = shared_data(*SELF_DIALOGUE, required=True) if root is None else Path(root)
     if not (root / "corpus").is_dir():
         raise ConfigError(f"no Self-dialogue Corpus at {root}: expected a folder holding corpus/<topic>/*.csv")
     return _self_dialogue_exchanges(root, window)
@@ -684,7 +687,7 @@ def read_corpus(
     if spec == "chitchat":
         return read_chitchat(window=window)
     if spec == "self-dialogue":
-        return read_self_dialogue(SELF_DIALOGUE_ROOT, window=window)
+        return read_self_dialogue(window=window)
     if name == "self-dialogue" and argument:
         return read_self_dialogue(Path(argument), window=window)
     if spec == "chatterbot":
