@@ -1,0 +1,1 @@
+"""Corpora and public data sets that bots, benchmarks and training share."""
