@@ -28,7 +28,7 @@ from rejoinder.bots.frames.demo_backend import free_port
 from rejoinder.bots.frames.domain import load_domain
 from rejoinder.bots.frames.nlu.llm import LLMNLU
 from rejoinder.bots.frames.simulate import Report, SimConfig, simulate
-from rejoinder.bots.llm.backends import load_backend
+from rejoinder.llm.backends import load_backend
 
 NAMES = {"bank_en": "bank", "bank_ru": "bank", "travel": "travel"}
 

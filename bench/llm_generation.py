@@ -72,13 +72,13 @@ def summarise(runs: list[tuple[float, int, float]]) -> dict[str, float]:
 def llama_cpp_pair(tokens: int, repeats: int, threads: int) -> dict[str, Any]:
     from llama_cpp import Llama
 
-    from rejoinder.bots.llm.backends.llamacpp import LlamaCppBackend
-    from rejoinder.bots.llm.generation import GenerationParams
-    from rejoinder.bots.llm.models import resolve_model
+    from rejoinder.llm.backends.llamacpp import LlamaCppBackend
+    from rejoinder.llm.generation import GenerationParams
+    from rejoinder.llm.models import resolve_model
 
     ref = resolve_model("smollm2")
     ours = LlamaCppBackend(ref, threads=threads, context_window=2048)
-    prompt = ours._chat_prompt(PROMPT)
+    prompt = ours.chat_prompt(PROMPT)
     raw = Llama(model_path=str(ref.path), n_ctx=2048, n_threads=threads, n_threads_batch=threads, verbose=False)
     raw_tokens = raw.tokenize(prompt.encode(), add_bos=True, special=True)
     params = GenerationParams(max_new_tokens=tokens, temperature=0.7, top_p=0.9, repetition_penalty=1.1, seed=1)
@@ -105,14 +105,14 @@ def llama_cpp_pair(tokens: int, repeats: int, threads: int) -> dict[str, Any]:
     }
 
 
-def torch_pair(tokens: int, repeats: int) -> dict[str, Any]:
+def torch_pair(tokens: int, repeats: int, threads: int) -> dict[str, Any]:
     import torch
 
-    from rejoinder.bots.llm.backends.torch import TorchBackend
-    from rejoinder.bots.llm.generation import GenerationParams
-    from rejoinder.bots.llm.models import resolve_model
+    from rejoinder.llm.backends.torch import TorchBackend
+    from rejoinder.llm.generation import GenerationParams
+    from rejoinder.llm.models import resolve_model
 
-    ours = TorchBackend(resolve_model("smollm2"))
+    ours = TorchBackend(resolve_model("smollm2"), threads=threads, prefix_cache_bytes=0)  # prefills like generate
     ids = ours.chat_ids(PROMPT)
     params = GenerationParams(max_new_tokens=tokens, temperature=0.7, top_p=0.9, repetition_penalty=1.1, seed=1)
     model, tensor = ours.model, torch.tensor([ids])
@@ -145,20 +145,13 @@ def torch_pair(tokens: int, repeats: int) -> dict[str, Any]:
 
 def token_stream(backend: Any) -> tuple[Any, Any]:
     """(prompt ids of a user message, stream of token ids) for the batched engine of ``backend``."""
-    from rejoinder.bots.llm.generation import Cancel
-
     if backend.name == "torch":
         return (lambda text: backend.chat_ids([{"role": "user", "content": text}])), backend.stream_ids
-
-    def ids(text: str) -> list[int]:
-        prompt = backend._chat_prompt([{"role": "user", "content": text}])
-        return backend.llm.tokenize(prompt.encode(), add_bos=True, special=True)
-
-    return ids, lambda tokens, params: backend.engine.submit(tokens, params, Cancel())
+    return (lambda text: backend.tokenize(backend.chat_prompt([{"role": "user", "content": text}]))), backend.stream_ids
 
 
 def _chat(n: int, stream: Any, prompts: list, tokens: int, barrier: Any, firsts: list, counts: list) -> None:
-    from rejoinder.bots.llm.generation import GenerationParams
+    from rejoinder.llm.generation import GenerationParams
 
     params = GenerationParams(max_new_tokens=tokens, temperature=0.7, seed=n)
     barrier.wait()
@@ -255,7 +248,7 @@ def main() -> None:
     else:
         print("llama-cpp-python is not installed: the llama.cpp rows are skipped (pip install 'rejoinder[llamacpp]')")
 
-    pair = torch_pair(args.tokens, args.repeats)
+    pair = torch_pair(args.tokens, args.repeats, args.threads)
     backend = pair.pop("backend")
     ours, plain = pair["ours"], pair["plain"]
     bound = bandwidth * 1e9 / pair["bytes"]
@@ -288,11 +281,11 @@ def main() -> None:
         ],
     )
 
-    from rejoinder.bots.llm.backends.torch import TorchBackend
-    from rejoinder.bots.llm.models import resolve_model
+    from rejoinder.llm.backends.torch import TorchBackend
+    from rejoinder.llm.models import resolve_model
 
     engines.insert(0, ("torch fp32", backend))
-    engines.insert(1, ("torch bf16", TorchBackend(resolve_model("smollm2"), dtype="bfloat16")))
+    engines.insert(1, ("torch bf16", TorchBackend(resolve_model("smollm2"), dtype="bfloat16", threads=args.threads)))
     levels = [int(x) for x in args.levels.split(",")]
     record["concurrency"] = {}
     table = []

@@ -46,12 +46,13 @@ def tiny_backend(
     context_window: int | None = None,
     tokenizer=None,
     max_positions: int = 512,
+    **options,
 ):
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from rejoinder.bots.llm.backends.torch import TorchBackend
-    from rejoinder.bots.llm.models import ModelRef
+    from rejoinder.llm.backends.torch import TorchBackend
+    from rejoinder.llm.models import ModelRef
 
     tokenizer = tokenizer or tiny_tokenizer(chat_template)
     torch.manual_seed(seed)
@@ -68,5 +69,5 @@ def tiny_backend(
     )
     model = LlamaForCausalLM(config)
     return TorchBackend(
-        ModelRef("tiny", tmp_path, "hf"), model=model, tokenizer=tokenizer, context_window=context_window
+        ModelRef("tiny", tmp_path, "hf"), model=model, tokenizer=tokenizer, context_window=context_window, **options
     )

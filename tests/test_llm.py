@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import functools
 import threading
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
+from interrupt import interrupt_after_output, python_command
 from llm_tiny import tiny_backend
-from rejoinder.bots.llm.assistant import AssistantBot, fit_history
-from rejoinder.bots.llm.backends import Backend, load_backend
-from rejoinder.bots.llm.generation import Cancel, GenerationParams, StopScanner, cut_at_stops
-from rejoinder.bots.llm.models import resolve_model
+from rejoinder.bots.assistant import AssistantBot, fit_history
 from rejoinder.bots.router import Link, RouterBot, parse_chain
 from rejoinder.chat import ChatSession
-from rejoinder.dialogue import Dialogue, Message, Reply
+from rejoinder.dialogue import Cancel, Dialogue, Message, Reply, collect
 from rejoinder.errors import ConfigError, InvalidMessage, RejoinderError
+from rejoinder.llm.backends import Backend, load_backend
+from rejoinder.llm.generation import Finish, GenerationParams, StopScanner, cut_at_stops, drain
+from rejoinder.llm.models import resolve_model
 from rejoinder.store import Store
 
 GREEDY = GenerationParams(max_new_tokens=12, temperature=0, repetition_penalty=1.0)
@@ -36,9 +40,20 @@ def test_generation_parameters_are_checked_with_every_fault_named():
     assert "max_new_tokens" in message and "temperature" in message and "top_p" in message
 
 
+def tokens_of(pieces: list[str], reason: str = "length"):
+    for piece in pieces:
+        yield piece, None
+    return reason
+
+
 def test_a_stop_sequence_split_over_pieces_is_cut_and_never_shown():
-    pieces = ["Hello", " wor", "ld\nUs", "er: more text"]
-    assert "".join(cut_at_stops(pieces, ["\nUser:"])) == "Hello world"
+    text, finish = drain(cut_at_stops(tokens_of(["Hello", " wor", "ld\nUs", "er: more text"]), ["\nUser:"]))
+    assert text == "Hello world"
+    assert finish == Finish("stop", tokens=4)  # a stop sequence ends the reply as a whole one
+
+
+def test_a_stream_that_runs_out_says_why_and_how_many_tokens():
+    assert drain(cut_at_stops(tokens_of(["a", "b"], "length"), [])) == ("ab", Finish("length", tokens=2))
 
 
 def test_text_that_only_looks_like_the_start_of_a_stop_sequence_is_released():
@@ -107,6 +122,83 @@ def test_a_reader_that_stops_reading_frees_the_decoder(backend):
     assert backend.chat([{"role": "user", "content": "Hi"}], GenerationParams(max_new_tokens=3, seed=1)) is not None
 
 
+LONG = GenerationParams(max_new_tokens=400, temperature=1.0, seed=3, repetition_penalty=1.0)
+HELLO = [{"role": "user", "content": "Hello"}]
+
+
+@contextmanager
+def counted_forwards(backend):
+    """Times of the model's forward passes while the block runs."""
+    calls: list[float] = []
+    forward = backend.model.forward
+
+    @functools.wraps(forward)  # keeps the signature the engine inspects
+    def counting(*args, **kwargs):
+        calls.append(time.monotonic())
+        return forward(*args, **kwargs)
+
+    backend.model.forward = counting
+    try:
+        yield calls
+    finally:
+        del backend.model.forward
+
+
+def test_a_cancel_set_from_another_thread_stops_the_decoder_within_one_step(backend):
+    cancel = Cancel()
+    with counted_forwards(backend) as calls:
+        stream = backend.stream_chat(HELLO, LONG, cancel)
+        next(stream)
+        setter = threading.Thread(target=cancel.set)
+        setter.start()
+        setter.join()
+        cancelled_at = time.monotonic()
+        text, finish = drain(stream)
+        time.sleep(0.3)
+    assert text == "" and finish.reason == "cancelled"  # nothing made after the cancel is shown
+    assert sum(t > cancelled_at for t in calls) <= 1
+
+
+def test_closing_the_backend_ends_generations_in_flight_and_joins_its_thread(tmp_path):
+    own = tiny_backend(tmp_path)
+    stream = own.stream_chat(HELLO, LONG)
+    next(stream)
+    own.close()
+    assert not own.engine._thread.is_alive()
+    assert drain(stream)[1].reason == "cancelled"
+    with pytest.raises(RejoinderError, match="closed"):
+        own.chat(HELLO)
+
+
+EXIT_MID_GENERATION = """
+from pathlib import Path
+from interrupt import interrupt_after_output, python_command
+from llm_tiny import tiny_backend
+from rejoinder.llm.generation import GenerationParams
+
+backend = tiny_backend(Path("."), max_positions=8192)
+params = GenerationParams(max_new_tokens=8000, temperature=1.0, repetition_penalty=1.0)
+stream = backend.stream_chat([{"role": "user", "content": "Hello there"}], params)
+next(stream)
+print("generating", flush=True)
+import time
+time.sleep(60)  # Ctrl-C lands here while the decoding thread is inside the model
+"""
+
+
+def test_a_process_interrupted_mid_generation_exits_without_aborting(tmp_path):
+    result = interrupt_after_output(python_command(EXIT_MID_GENERATION), cwd=tmp_path)
+    assert not result.aborted, result.stderr[-2000:]  # was: "terminate called without an active exception", 134
+    assert result.returncode == 1 and "KeyboardInterrupt" in result.stderr
+
+
+def test_a_reply_cut_at_max_new_tokens_says_so_and_a_finished_one_says_stop(backend):
+    text, finish = drain(backend.stream_chat(HELLO, GenerationParams(max_new_tokens=3, temperature=0)))
+    assert finish.reason == "length" and finish.tokens == 3
+    text, finish = drain(backend.stream_chat(HELLO, GREEDY, json_schema={"type": "boolean"}))
+    assert text in ("true", "false") and finish.reason == "stop"  # the schema's end lets EOS through
+
+
 def test_a_prompt_longer_than_the_context_window_is_refused(tmp_path):
     small = tiny_backend(tmp_path, context_window=32)
     with pytest.raises(InvalidMessage, match="reads at most 32"):
@@ -134,6 +226,35 @@ def test_the_openai_backend_names_an_unreachable_server():
 
     with pytest.raises(RejoinderError, match="cannot reach the OpenAI-compatible server"):
         load_backend("openai", base_url=f"http://127.0.0.1:{free_port()}/v1")
+
+
+def test_the_openai_backend_sends_the_schema_in_the_form_the_server_takes_and_reports_length():
+    import json
+
+    import httpx
+
+    from rejoinder.llm.backends.openai import OpenAIBackend
+
+    formats: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        formats.append(body["response_format"]["type"])
+        if body["response_format"]["type"] == "json_schema":  # as llama-cpp-python's server answers it
+            return httpx.Response(
+                500, text="('body', 'response_format', 'type') Input should be 'text' or 'json_object'"
+            )
+        assert body["response_format"]["schema"] == {"type": "boolean"}
+        events = [{"choices": [{"delta": {"content": "tr"}}]}, {"choices": [{"delta": {"content": "ue"}}]}]
+        events.append({"choices": [{"delta": {}, "finish_reason": "length"}]})
+        return httpx.Response(200, text="".join(f"data: {json.dumps(e)}\n\n" for e in events) + "data: [DONE]\n\n")
+
+    backend = OpenAIBackend("http://llm.invalid/v1", model="m")
+    backend.client = httpx.Client(base_url=backend.base_url, transport=httpx.MockTransport(handler))
+    for _ in range(2):
+        text, finish = drain(backend.stream_chat(HELLO, GREEDY, json_schema={"type": "boolean"}))
+        assert text == "true" and finish == Finish("length", tokens=2)
+    assert formats == ["json_schema", "json_object", "json_object"]  # refused once, then asked the way it takes
 
 
 # -- history fitting ------------------------------------------------------------------------------
@@ -185,6 +306,68 @@ def test_a_stopped_reply_is_kept_and_marked_cancelled(backend, tmp_path):
     stream.close()
     reply = store.load_dialogue(session.conversation_id).messages[-1]
     assert reply.meta.get("cancelled") is True and reply.text == first.strip()
+
+
+def said(text: str) -> Dialogue:
+    return Dialogue(bot="assistant", conversation_id="c", messages=[Message("user", text)])
+
+
+def test_the_assistant_streams_pieces_and_returns_the_reply_with_what_produced_it(backend):
+    bot = AssistantBot(backend, params=GenerationParams(max_new_tokens=10, seed=1))
+    stream = bot.stream(said("Hello there"), Cancel())
+    pieces = []
+    while True:
+        try:
+            pieces.append(next(stream))
+        except StopIteration as end:
+            reply = end.value
+            break
+    assert reply.text == "".join(pieces).strip()
+    assert {"backend": "torch", "model": "tiny", "dropped_turns": 0}.items() <= reply.meta.items()
+    assert 0 < reply.meta["tokens"] <= 10 and reply.meta["seconds"] >= reply.meta["first_piece_s"] > 0
+    assert reply.finish_reason == reply.meta["finish_reason"] in ("stop", "length")
+    assert bot.respond(said("Hello there")).text == reply.text  # respond is the same stream, collected
+    assert not hasattr(bot, "last_stats")  # nothing per turn is kept on the bot
+
+
+def test_an_assistant_reply_cut_at_max_new_tokens_is_marked_length(backend):
+    bot = AssistantBot(backend, params=GenerationParams(max_new_tokens=3, temperature=0))
+    reply = bot.respond(said("Tell me a joke"))
+    assert reply.finish_reason == "length" and reply.meta["tokens"] == 3
+
+
+def test_an_assistant_turn_cancelled_from_another_thread_keeps_what_was_said(backend):
+    bot = AssistantBot(backend, params=LONG)
+    cancel = Cancel()
+    stream = bot.stream(said("Hello"), cancel)
+    first = next(stream)
+    setter = threading.Thread(target=cancel.set)
+    setter.start()
+    setter.join()
+    reply = collect(stream)
+    assert reply.finish_reason == "cancelled" and reply.text == first.strip()
+
+
+def test_sixteen_conversations_on_one_assistant_each_get_their_own_reply_in_one_batch(tmp_path):
+    own = tiny_backend(tmp_path)
+    bot = AssistantBot(own, params=GenerationParams(max_new_tokens=12, temperature=0, repetition_penalty=1.0))
+    texts = [f"Hello {n}" if n % 2 else f"Tell me a joke {n}" for n in range(16)]
+    alone = [bot.respond(said(text)) for text in texts]
+    together: dict[int, Reply] = {}
+    barrier = threading.Barrier(16)
+
+    def talk_to(n: int) -> None:
+        barrier.wait()
+        together[n] = bot.respond(said(texts[n]))
+
+    threads = [threading.Thread(target=talk_to, args=(n,)) for n in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert [together[n].text for n in range(16)] == [reply.text for reply in alone]
+    assert all(together[n].meta["tokens"] == alone[n].meta["tokens"] for n in range(16))
+    assert own.engine.peak_batch >= 8
 
 
 def test_cancelled_replies_are_left_out_of_the_next_prompt(backend):
@@ -306,10 +489,10 @@ def test_chat_names_a_missing_model_path(tmp_path, monkeypatch):
 def test_nucleus_sampling_draws_only_from_the_smallest_set_reaching_top_p(backend):
     import torch
 
-    from rejoinder.bots.llm.backends.torch import _Request
+    from rejoinder.llm.backends.torch import _Request
 
     logits = torch.tensor([3.0, 2.0, 1.0, 0.0, -1.0])  # probabilities .64 .23 .09 .03 .01
     params = GenerationParams(top_p=0.8, temperature=1.0, repetition_penalty=1.0, seed=5)
     request = _Request([], params, Cancel(), torch)
-    drawn = {backend.engine._sample(request, logits) for _ in range(300)}
+    drawn = {backend.engine._sample(request, logits)[0] for _ in range(300)}
     assert drawn == {0, 1}

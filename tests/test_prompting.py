@@ -15,10 +15,13 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import DATA
-from rejoinder.bots.llm import prompting
-from rejoinder.bots.llm.backends import Backend, Messages
-from rejoinder.bots.llm.generation import Cancel, GenerationParams
-from rejoinder.bots.llm.prompting import (
+from rejoinder.cli import app
+from rejoinder.dialogue import Cancel
+from rejoinder.errors import ConfigError, SourceError
+from rejoinder.llm import prompting
+from rejoinder.llm.backends import Backend, Messages
+from rejoinder.llm.generation import GenerationParams
+from rejoinder.llm.prompting import (
     MissingFields,
     Template,
     evaluate_template,
@@ -34,8 +37,6 @@ from rejoinder.bots.llm.prompting import (
     sample_examples,
     shipped_templates,
 )
-from rejoinder.cli import app
-from rejoinder.errors import ConfigError, SourceError
 
 runner = CliRunner()
 
@@ -56,12 +57,14 @@ class ScriptedBackend(Backend):
         self.params: list[GenerationParams] = []
         self.closed = False
 
-    def stream_chat(self, messages: Messages, params: GenerationParams, cancel: Cancel | None = None) -> Iterator[str]:
+    def stream_chat(
+        self, messages: Messages, params: GenerationParams, cancel: Cancel | None = None, **_
+    ) -> Iterator[str]:
         self.chats.append(list(messages))
         self.params.append(params)
         yield self.answer(messages[-1]["content"])
 
-    def stream_text(self, prompt: str, params: GenerationParams, cancel: Cancel | None = None) -> Iterator[str]:
+    def stream_text(self, prompt: str, params: GenerationParams, cancel: Cancel | None = None, **_) -> Iterator[str]:
         self.texts.append(prompt)
         self.params.append(params)
         yield self.answer(prompt.rsplit("\n\n", 1)[-1])
@@ -527,8 +530,8 @@ def tiny_backend(tmp_path: Path, *, with_chat_template: bool = True):
     transformers = pytest.importorskip("transformers")
     from tokenizers import Tokenizer, models, pre_tokenizers
 
-    from rejoinder.bots.llm.backends.torch import TorchBackend
-    from rejoinder.bots.llm.models import ModelRef
+    from rejoinder.llm.backends.torch import TorchBackend
+    from rejoinder.llm.models import ModelRef
 
     vocab = {word: i for i, word in enumerate(WORDS.split())}
     core = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))

@@ -607,7 +607,7 @@ def prompt_command(
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from rejoinder.bots.llm import prompting
+    from rejoinder.llm import prompting
 
     if report_path is not None and not evaluate:
         raise _fail(RejoinderError("--json writes the report of --eval; add --eval"))

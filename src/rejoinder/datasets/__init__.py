@@ -1,1 +1,1 @@
-"""Corpora and public data sets, read into the shapes Rejoinder's bots and training use."""
+"""Corpora and public data sets that bots, benchmarks and training share."""

@@ -16,39 +16,25 @@ An example is a string; ``[words](slot)`` marks the words that fill ``slot``. Ea
 at least one example; intent and slot names are identifiers. Errors name the file, the line and
 what is wrong there.
 
-Benchmarks come in their own formats and load into the same :class:`Example`:
-BANKING77 (``text,category`` CSV) and SNIPS (``seq.in``/``seq.out``/``label`` files with BIO tags).
+Examples are :class:`~rejoinder.datasets.nlu.Example` objects, the type the public benchmarks
+(BANKING77, SNIPS: :mod:`rejoinder.datasets.nlu`) load into as well.
 """
 
 from __future__ import annotations
 
-import csv
 import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rejoinder.datasets.nlu import Example, Span
 from rejoinder.errors import SourceError
 
 _ANNOTATION = re.compile(r"\[([^\[\]]+)\]\(([A-Za-z_][A-Za-z0-9_]*)\)")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
 _TOKEN = re.compile(r"\w+(?:['’]\w+)*|[^\w\s]", re.UNICODE)
-
-
-@dataclass(frozen=True)
-class Span:
-    start: int
-    end: int
-    slot: str
-
-
-@dataclass(frozen=True)
-class Example:
-    text: str
-    intent: str | None = None
-    spans: tuple[Span, ...] = ()
 
 
 @dataclass
@@ -84,25 +70,6 @@ def bio_tags(example: Example) -> tuple[list[str], list[str]]:
                 break
         tags.append(tag)
     return [t for t, _, _ in tokens], tags
-
-
-def spans_from_bio(tokens: Sequence[tuple[str, int, int]], tags: Sequence[str]) -> list[Span]:
-    spans: list[Span] = []
-    current: list[Any] | None = None
-    for (_word, start, end), tag in zip(tokens, tags, strict=True):
-        if tag.startswith("B-") or (tag.startswith("I-") and (current is None or current[2] != tag[2:])):
-            if current:
-                spans.append(Span(*current))
-            current = [start, end, tag[2:]]
-        elif tag.startswith("I-") and current is not None:
-            current[1] = end
-        else:
-            if current:
-                spans.append(Span(*current))
-            current = None
-    if current:
-        spans.append(Span(*current))
-    return spans
 
 
 def parse_annotated(text: str, intent: str | None = None) -> Example:
@@ -196,42 +163,6 @@ def _from_data(data: Any, path: Path, line: Any) -> NLUData:
                 )
             examples.append(example)
     return NLUData(language, examples)
-
-
-def load_banking77(path: str | Path) -> list[Example]:
-    """BANKING77 CSV (``text,category``)."""
-    p = Path(path)
-    with p.open(newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        if reader.fieldnames is None or not {"text", "category"} <= set(reader.fieldnames):
-            raise SourceError(f"expected columns text,category, found {reader.fieldnames}", path=p, line=1)
-        return [Example(row["text"], row["category"]) for row in reader]
-
-
-def load_snips(folder: str | Path) -> list[Example]:
-    """A SNIPS split folder (``seq.in``, ``seq.out``, ``label``: tokens, BIO tags and intents per line)."""
-    root = Path(folder)
-    try:
-        words = (root / "seq.in").read_text(encoding="utf-8").splitlines()
-        tags = (root / "seq.out").read_text(encoding="utf-8").splitlines()
-        labels = (root / "label").read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise SourceError(f"cannot read a SNIPS split: {exc.strerror}", path=exc.filename) from None
-    if not len(words) == len(tags) == len(labels):
-        raise SourceError(
-            f"seq.in, seq.out and label differ in length ({len(words)}, {len(tags)}, {len(labels)})", path=root
-        )
-    out = []
-    for n, (sentence, tag_line, label) in enumerate(zip(words, tags, labels, strict=True), start=1):
-        tokens, token_tags = sentence.split(), tag_line.split()
-        if len(tokens) != len(token_tags):
-            raise SourceError(f"{len(tokens)} words but {len(token_tags)} tags", path=root / "seq.out", line=n)
-        text, offsets, cursor = " ".join(tokens), [], 0
-        for token in tokens:
-            offsets.append((token, cursor, cursor + len(token)))
-            cursor += len(token) + 1
-        out.append(Example(text, label, tuple(spans_from_bio(offsets, token_tags))))
-    return out
 
 
 def iter_texts(examples: Iterable[Example]) -> list[str]:

@@ -1,12 +1,11 @@
 """``rejoinder eval nlu``: intent accuracy, exact-span slot F1, the commonest confusions, train time.
 
 Datasets: the user's own training file (split 80/20 by a fixed seed, stratified by intent),
-BANKING77 and SNIPS from ``../shared/data/nlu`` (their standard train/test splits).
+BANKING77 and SNIPS from the shared data (:mod:`rejoinder.datasets.nlu`, their standard splits).
 """
 
 from __future__ import annotations
 
-import os
 import random
 import time
 from collections import Counter, defaultdict
@@ -14,22 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rejoinder.bots.frames.nlu.data import Example, load_banking77, load_nlu_data, load_snips
+from rejoinder.bots.frames.nlu.data import load_nlu_data
 from rejoinder.bots.frames.nlu.intents import make_intent_classifier
 from rejoinder.bots.frames.nlu.slots import CRFSlotTagger, span_f1
+from rejoinder.datasets import nlu as public
+from rejoinder.datasets.nlu import ANCHORS, Example
 from rejoinder.errors import ConfigError
-
-SHARED_NLU = (
-    Path(os.environ.get("REJOINDER_SHARED_DATA", Path(__file__).resolve().parents[6] / "shared" / "data")) / "nlu"
-)
-"""Where BANKING77 and SNIPS are: ``../shared/data/nlu`` beside the checkout, or $REJOINDER_SHARED_DATA/nlu."""
-
-# Published anchors (test set): BANKING77, Casanueva et al. 2020 (BERT-large); SNIPS, Joint BERT
-# (Chen et al. 2019).
-ANCHORS = {
-    "banking77": {"intent_accuracy": 0.9366, "source": "BERT-large, Casanueva et al. 2020"},
-    "snips": {"intent_accuracy": 0.986, "slot_f1": 0.970, "source": "Joint BERT, Chen et al. 2019"},
-}
 
 
 @dataclass
@@ -80,12 +69,8 @@ def split(examples: list[Example], test_share: float = 0.2, seed: int = 7) -> tu
 
 def load_dataset(name: str) -> tuple[list[Example], list[Example]]:
     """(train, test) of ``banking77``, ``snips`` or a training file."""
-    if name == "banking77":
-        root = SHARED_NLU / "banking77"
-        return load_banking77(root / "train.csv"), load_banking77(root / "test.csv")
-    if name == "snips":
-        root = SHARED_NLU / "snips"
-        return load_snips(root / "train"), load_snips(root / "test")
+    if name in public.DATASETS:
+        return public.load_dataset(name)
     path = Path(name)
     if not path.exists():
         raise ConfigError(f"no dataset {name!r}: give banking77, snips or the path of a training file")

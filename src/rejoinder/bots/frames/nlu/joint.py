@@ -18,8 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from rejoinder.bots.frames.nlu.data import Example, Span, bio_tags, spans_from_bio, tokenize
+from rejoinder.bots.frames.nlu.data import bio_tags, tokenize
 from rejoinder.bots.frames.nlu.intents import DEFAULT_THRESHOLD, base_model_path, warmup_linear_schedule
+from rejoinder.datasets.nlu import Example, Span, spans_from_bio
 from rejoinder.errors import ConfigError
 
 

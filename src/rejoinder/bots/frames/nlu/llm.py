@@ -8,27 +8,15 @@ NLU training data as earlier turns, and asks the backend's chat template for ONE
 
     {"intent": "<one of the intents, or none>", "slots": {"<slot name>": "<the user's words>"}}
 
-The JSON is guaranteed to parse by constrained decoding, with one schema (:class:`OutputSchema`) for
-every backend:
-
-- ``torch``: :class:`ConstrainedDecoder`, a token-masking logits hook. :class:`OutputGrammar` is a
-  character-level state machine for exactly this object shape (the intent an enum; slot names those
-  of the intent's frame, any frame's for ``none`` and plain-response intents, each at most once;
-  values JSON strings without escapes, at most ``max_value_chars`` characters). Every vocabulary
-  id's text is decoded once (:class:`TokenTable`); at each step only the tokens whose whole text
-  keeps the output a valid prefix are allowed, and EOS only once the object is complete. Allowed
-  sets are cached per state; tokens are prefiltered by their first character, and inside a string
-  value (where most of the vocabulary is allowed) a precomputed length-sorted list of "plain
-  string" tokens is sliced instead of testing each token. For SmolLM2's 49k vocabulary the table
-  takes ~0.2 s once and every state of a whole answer ~0.2 s together, then nothing (cached).
-  The system prompt and examples are the same for every utterance, so their key/value cache is
-  computed once and reused (:class:`PrefixCachedDecoder`); each turn prefills only the user's
-  message (``prefix_cache=False`` goes through the backend's batching loop, ``stream_ids`` with
-  the hook, instead).
-- ``llama.cpp``: a GBNF grammar from the same JSON Schema (``LlamaGrammar.from_json_schema``).
-- ``openai``: ``response_format`` of type ``json_schema`` with the same schema (servers such as vLLM
-  and llama.cpp's enforce it); output that still fails to parse reads as intent ``none``.
-- any other backend (tests' fakes): plain chat, the first JSON object in the reply, else ``none``.
+The JSON is guaranteed to parse by constrained decoding, a capability of every backend: the NLU
+passes the JSON Schema of the answer (:meth:`OutputSchema.json_schema`: the intent an enum; slot
+names those of the intent's frame - any frame's for ``none`` and plain-response intents - each at
+most once; values strings of at most ``max_value_chars`` characters) with the chat, and the
+backend writes only documents of it (a token mask on PyTorch, a grammar on llama.cpp,
+``response_format`` on servers). A backend that still answers something else (a server that
+ignores the schema, a test's fake) is read leniently: the first JSON object in the reply, else
+intent ``none``. The system prompt and examples are the same for every utterance; the PyTorch
+backend keeps their key/value cache, so each turn prefills only the user's message.
 
 Mapping to a :class:`Parse`: the intent (``none`` -> no intent); every slot string is located in
 the utterance - verbatim (case-insensitive), else as the same value under the slot's typed parser
@@ -38,11 +26,11 @@ does the slot tagger's spans (and its typed parsers still read the whole utteran
 LLM missed). Strings found nowhere in the utterance are dropped: the tracker only takes values the
 user said. Dialogue acts (yes, no, cancel...) keep coming from the word rules of the pipeline.
 
-Confidence: with the torch backend, the probability of the intent under the constraint - the
-product, over the tokens that spelt the intent, of each chosen token's probability among the
-allowed tokens (greedy decoding, so this is how sure the model was of the label it gave). The
-other backends return no token probabilities here: a valid enum-constrained choice counts 1.0, an
-unparseable reply 0.0.
+Confidence: where the backend gives token log-probabilities (PyTorch), the probability of the
+intent under the constraint - the product, over the tokens that spelt the intent, of each chosen
+token's probability among the allowed tokens (greedy decoding, so this is how sure the model was
+of the label it gave). Otherwise a valid enum-constrained choice counts 1.0, an unparseable reply
+0.0.
 
 The LLM sees one utterance at a time, like the classic pipeline (``parse`` has no dialogue
 state): a bare "Paris" answered to "Where to?" is ``none`` with a ``to``/``from`` guess, and the
@@ -51,33 +39,28 @@ tracker's role and asked-slot rules decide.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import re
-import weakref
-from bisect import bisect_right
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from functools import lru_cache
 from typing import Any
 
 from rejoinder.bots.frames import values as typed
 from rejoinder.bots.frames.domain import DEFAULT_RESPONSES, Domain
-from rejoinder.bots.frames.nlu.data import Example, Span
 from rejoinder.bots.frames.nlu.pipeline import ACTS, Parse, dialogue_acts
 from rejoinder.bots.frames.schema import Slot
-from rejoinder.bots.llm.backends import Backend, Messages
-from rejoinder.bots.llm.generation import GenerationParams
+from rejoinder.datasets.nlu import Example, Span
+from rejoinder.llm.backends import Backend, Messages
+from rejoinder.llm.constrained import JsonGrammar
+from rejoinder.llm.generation import GenerationParams, TokenLogprob, drain
 
 NONE = "none"
 MAX_VALUE_CHARS = 48
 MAX_SLOTS = 6
 FUZZY_SCORE = 80.0
 """Least rapidfuzz partial-ratio score for a slot string that is not verbatim in the utterance."""
-
-State = tuple[Any, ...]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -135,7 +118,7 @@ class OutputSchema:
         return tuple(dict.fromkeys(name for _, names in self.keys for name in names))
 
     def max_chars(self) -> int:
-        """The longest output the grammar admits, in characters (bounds the tokens to generate)."""
+        """The longest output the schema admits, in characters (bounds the tokens to generate)."""
         longest_intent = max(len(label) for label in self.labels)
         longest_key = max((len(name) for name in self.slot_names), default=0)
         slots = min(self.max_slots, max((len(names) for _, names in self.keys), default=0))
@@ -155,6 +138,7 @@ class OutputSchema:
                         "type": "object",
                         "properties": {name: dict(string) for name in names},
                         "additionalProperties": False,
+                        "maxProperties": self.max_slots,
                     },
                 },
                 "required": ["intent", "slots"],
@@ -176,390 +160,6 @@ def response_intents(domain: Domain) -> list[str]:
     """Intents the domain answers with a plain response (not the built-in texts nor dialogue acts)."""
     builtin = set(DEFAULT_RESPONSES.get(domain.language, {})) | set(ACTS)
     return [key for key in domain.responses if key not in builtin and re.fullmatch(r"[A-Za-z_]\w*", key)]
-
-
-# ------------------------------------------------------------------------------------------------
-# The character-level state machine
-
-DONE: State = ("done",)
-
-
-def _is_content(char: str) -> bool:
-    """Whether ``char`` may stand unescaped inside the JSON strings we allow (no escapes at all)."""
-    return char != '"' and char != "\\" and ord(char) >= 0x20
-
-
-class OutputGrammar:
-    """Exactly the objects of an :class:`OutputSchema`, as a deterministic character automaton.
-
-    The accepted language is ``{"intent":_"<label>",_"slots":_{_"<key>":_"<value>",_...}}`` where
-    each ``_`` is an optional single space (so ``json.dumps`` output is accepted), keys are the
-    intent's slot names, each at most once and at most ``max_slots`` of them, and values hold at
-    most ``max_value_chars`` characters, none of them ``"``, ``\\`` or a control character. States
-    are hashable tuples; :meth:`step` is memoised.
-    """
-
-    def __init__(self, schema: OutputSchema) -> None:
-        self.schema = schema
-        self.labels = schema.labels
-        self._keys = {intent: frozenset(names) for intent, names in schema.keys}
-        self.start: State = self._lit('{"intent":', self._ws(self._lit('"', ("intent", ""))))
-        self.step = lru_cache(maxsize=1 << 18)(self._step)
-
-    # -- building states -----------------------------------------------------------------------
-    @staticmethod
-    def _lit(text: str, then: State) -> State:
-        """Expect ``text`` exactly, then go on in ``then``."""
-        return ("lit", text, 0, then)
-
-    @staticmethod
-    def _ws(then: State) -> State:
-        """An optional single space, then ``then``."""
-        return ("ws", then)
-
-    def _available(self, intent: str, used: frozenset[str]) -> frozenset[str]:
-        if len(used) >= self.schema.max_slots:
-            return frozenset()
-        return self._keys.get(intent, frozenset()) - used
-
-    # -- transitions ---------------------------------------------------------------------------
-    def _step(self, state: State, char: str) -> State | None:
-        kind = state[0]
-        if kind == "lit":
-            _, text, i, then = state
-            if char != text[i]:
-                return None
-            return then if i + 1 == len(text) else ("lit", text, i + 1, then)
-        if kind == "ws":
-            then = state[1]
-            return then if char == " " else self.step(then, char)
-        if kind == "intent":
-            prefix = state[1]
-            if char == '"':
-                if prefix not in self.labels:
-                    return None
-                after = ("keys", prefix, frozenset(), False)
-                return self._lit(",", self._ws(self._lit('"slots":', self._ws(self._lit("{", after)))))
-            grown = prefix + char
-            return ("intent", grown) if any(label.startswith(grown) for label in self.labels) else None
-        if kind == "keys":
-            _, intent, used, spaced = state
-            if char == " " and not spaced:
-                return ("keys", intent, used, True)
-            if char == "}":
-                return self._lit("}", DONE)
-            if char == '"' and self._available(intent, used):
-                return ("key", "", intent, used)
-            return None
-        if kind == "key":
-            _, prefix, intent, used = state
-            available = self._available(intent, used)
-            if char == '"':
-                if prefix not in available:
-                    return None
-                return self._lit(":", self._ws(self._lit('"', ("value", 0, intent, used | {prefix}))))
-            grown = prefix + char
-            return ("key", grown, intent, used) if any(k.startswith(grown) for k in available) else None
-        if kind == "value":
-            _, length, intent, used = state
-            if char == '"':
-                return ("next", intent, used)
-            if _is_content(char) and length < self.schema.max_value_chars:
-                return ("value", length + 1, intent, used)
-            return None
-        if kind == "next":
-            _, intent, used = state
-            if char == "," and self._available(intent, used):
-                return self._ws(self._lit('"', ("key", "", intent, used)))
-            if char == "}":
-                return self._lit("}", DONE)
-            return None
-        return None  # DONE accepts nothing more
-
-    def advance(self, state: State | None, text: str) -> State | None:
-        """The state after ``text``; None when ``text`` leaves the language."""
-        for char in text:
-            if state is None:
-                return None
-            state = self.step(state, char)
-        return state
-
-    def accepts_prefix(self, text: str) -> bool:
-        return self.advance(self.start, text) is not None
-
-    def accepts(self, text: str) -> bool:
-        return self.advance(self.start, text) == DONE
-
-    @staticmethod
-    def is_complete(state: State | None) -> bool:
-        return state == DONE
-
-    @staticmethod
-    def in_intent(state: State | None) -> bool:
-        return state is not None and state[0] == "intent"
-
-
-# ------------------------------------------------------------------------------------------------
-# Token texts and the logits hook
-
-_BYTE_LEVEL: dict[str, int] | None = None
-
-
-def _byte_level_table() -> dict[str, int]:
-    """GPT-2's byte-level alphabet: the printable character standing for each byte."""
-    global _BYTE_LEVEL
-    if _BYTE_LEVEL is None:
-        printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-        codes = printable[:]
-        extra = 0
-        for byte in range(256):
-            if byte not in printable:
-                printable.append(byte)
-                codes.append(256 + extra)
-                extra += 1
-        _BYTE_LEVEL = {chr(code): byte for byte, code in zip(printable, codes, strict=True)}
-    return _BYTE_LEVEL
-
-
-def token_texts(tokenizer: Any) -> tuple[list[str], set[int]]:
-    """The text each vocabulary id adds to the output, and the ids of special tokens.
-
-    Byte-level BPE pieces are mapped back to their bytes (a piece that ends inside a multi-byte
-    character reads as U+FFFD, which only string values accept); other tokenizers decode each id
-    alone, keeping SentencePiece's word-initial space.
-    """
-    size = len(tokenizer)
-    special = set(getattr(tokenizer, "all_special_ids", []) or [])
-    added = getattr(tokenizer, "added_tokens_decoder", {}) or {}
-    special |= {i for i, token in added.items() if getattr(token, "special", False)}
-    pieces = tokenizer.convert_ids_to_tokens(list(range(size)))
-    decoder = getattr(getattr(tokenizer, "backend_tokenizer", None), "decoder", None)
-    byte_level = decoder is not None and "ByteLevel" in repr(decoder)
-    table = _byte_level_table()
-    texts: list[str] = []
-    for i, piece in enumerate(pieces):
-        if i in special or piece is None:
-            texts.append("")
-        elif byte_level and i not in added and all(c in table for c in piece):
-            texts.append(bytes(table[c] for c in piece).decode("utf-8", errors="replace"))
-        else:
-            text = tokenizer.decode([i], skip_special_tokens=False)
-            if piece.startswith("▁") and not text.startswith(" "):
-                text = " " + text
-            texts.append(text)
-    return texts, special
-
-
-class TokenTable:
-    """A tokenizer's vocabulary as text, indexed for masking: by first character, and for strings."""
-
-    def __init__(self, tokenizer: Any, eos_ids: Iterable[int]) -> None:
-        import torch
-
-        self.texts, self.special = token_texts(tokenizer)
-        self.eos = torch.tensor(sorted(set(eos_ids)), dtype=torch.long)
-        by_first: dict[str, list[int]] = {}
-        plain: list[tuple[int, int]] = []  # (length, id) of tokens made only of string content
-        self.closing: list[tuple[int, int, str]] = []  # (id, content run, rest after the quote)
-        for i, text in enumerate(self.texts):
-            if not text or i in self.special:
-                continue
-            by_first.setdefault(text[0], []).append(i)
-            run = 0
-            while run < len(text) and _is_content(text[run]):
-                run += 1
-            if run == len(text):
-                plain.append((run, i))
-            elif text[run] == '"':
-                self.closing.append((i, run, text[run + 1 :]))
-        self.by_first = {char: tuple(ids) for char, ids in by_first.items()}
-        plain.sort()
-        self.plain_lengths = [length for length, _ in plain]
-        self.plain_ids = torch.tensor([i for _, i in plain], dtype=torch.long)
-
-
-_TABLES: weakref.WeakKeyDictionary[Any, TokenTable] = weakref.WeakKeyDictionary()
-
-
-def token_table(tokenizer: Any, eos_ids: Iterable[int]) -> TokenTable:
-    """The (cached) :class:`TokenTable` of a tokenizer."""
-    eos = frozenset(eos_ids)
-    try:
-        table = _TABLES.get(tokenizer)
-    except TypeError:
-        table = None
-    if table is None or set(table.eos.tolist()) != eos:
-        table = TokenTable(tokenizer, eos)
-        with contextlib.suppress(TypeError):  # a tokenizer that takes no weak reference is not cached
-            _TABLES[tokenizer] = table
-    return table
-
-
-class ConstrainedDecoder:
-    """Which token ids keep the output inside an :class:`OutputGrammar`, per state (cached)."""
-
-    def __init__(self, grammar: OutputGrammar, table: TokenTable) -> None:
-        self.grammar = grammar
-        self.table = table
-        self._cache: dict[State, tuple[Any, ...]] = {}
-
-    def allowed(self, state: State | None) -> tuple[Any, ...]:
-        """The allowed ids in ``state`` as one or more 1-D index tensors (a union)."""
-        if state is None:
-            return (self.table.eos,)  # cannot happen under the mask; end rather than loop
-        cached = self._cache.get(state)
-        if cached is None:
-            cached = self._cache[state] = self._compute(state)
-        return cached
-
-    def _compute(self, state: State) -> tuple[Any, ...]:
-        import torch
-
-        if state == DONE:
-            return (self.table.eos,)
-        table, grammar = self.table, self.grammar
-        if state[0] == "value":
-            _, length, intent, used = state
-            room = grammar.schema.max_value_chars - length
-            plain = table.plain_ids[: bisect_right(table.plain_lengths, room)]
-            after: State = ("next", intent, used)
-            closing = [i for i, run, rest in table.closing if run <= room and grammar.advance(after, rest) is not None]
-            parts = [plain, torch.tensor(closing, dtype=torch.long)]
-        else:
-            ids = [
-                i
-                for first, group in table.by_first.items()
-                if grammar.step(state, first) is not None
-                for i in group
-                if grammar.advance(state, table.texts[i]) is not None
-            ]
-            parts = [torch.tensor(ids, dtype=torch.long)]
-        parts = [p for p in parts if p.numel()]
-        return tuple(parts) if parts else (table.eos,)
-
-    def hook(self) -> MaskHook:
-        """A fresh logits hook for one generation."""
-        return MaskHook(self)
-
-
-class MaskHook:
-    """The logits hook of one constrained generation: ``hook(generated_ids, logits) -> logits``.
-
-    Follows the grammar over the tokens generated so far, sets every disallowed logit to -inf, and
-    sums the log-probability (among the allowed tokens) of each chosen token that spelt the intent.
-    """
-
-    def __init__(self, decoder: ConstrainedDecoder) -> None:
-        self.decoder = decoder
-        self.state: State | None = decoder.grammar.start
-        self.seen = 0
-        self.intent_logprob = 0.0
-        self._logprobs: Any = None
-
-    def __call__(self, generated: list[int], logits: Any) -> Any:
-        import torch
-
-        grammar, texts = self.decoder.grammar, self.decoder.table.texts
-        for token in generated[self.seen :]:
-            text = texts[token] if token < len(texts) else ""
-            touches_intent = False
-            state = self.state
-            for char in text:
-                if state is None:
-                    break
-                touches_intent = touches_intent or grammar.in_intent(state)
-                state = grammar.step(state, char)
-            if touches_intent and self._logprobs is not None:
-                self.intent_logprob += float(self._logprobs[token])
-            self.state = state
-        self.seen = len(generated)
-        masked = torch.full_like(logits, float("-inf"))
-        for ids in self.decoder.allowed(self.state):
-            masked[ids] = logits[ids]
-        self._logprobs = torch.log_softmax(masked, dim=-1)
-        return masked
-
-    @property
-    def complete(self) -> bool:
-        return self.decoder.grammar.is_complete(self.state)
-
-
-class PrefixCachedDecoder:
-    """Constrained decoding on a torch backend's model that prefills the prompt's constant part once.
-
-    Every utterance is sent after the same system prompt and examples (hundreds of tokens); their
-    key/value cache is computed on the first call and kept, and each call feeds only the rest of
-    the prompt, decodes under the mask, then crops the cache back to the constant part. One
-    sequence at a time (a lock), outside the backend's batching loop; sampling honours
-    ``temperature`` (0: greedy) and ``top_p``.
-    """
-
-    def __init__(self, model: Any, eos_ids: Iterable[int]) -> None:
-        import inspect
-        import threading
-
-        self.model = model
-        self.eos_ids = set(eos_ids)
-        parameters = inspect.signature(model.forward).parameters
-        self._cache_arg = "cache" if "cache" in parameters else "past_key_values"
-        self._keep_last = {"logits_to_keep": 1} if "logits_to_keep" in parameters else {}
-        self._lock = threading.Lock()
-        self._prefix: list[int] | None = None
-        self._cache: Any = None
-
-    def generate(self, ids: Sequence[int], prefix: int, hook: MaskHook, params: GenerationParams) -> list[int]:
-        """Token ids continuing ``ids``, whose first ``prefix`` ids are the constant part."""
-        import torch
-
-        ids = list(ids)
-        with self._lock, torch.inference_mode():
-            if self._prefix != ids[:prefix] or self._cache is None:
-                self._cache = None
-                output = self.model(input_ids=torch.tensor([ids[:prefix]]), use_cache=True, **self._keep_last)
-                self._cache, self._prefix = self._cache_of(output), ids[:prefix]
-            cache = self._cache
-            try:
-                output = self.model(
-                    input_ids=torch.tensor([ids[prefix:]]),
-                    use_cache=True,
-                    **self._keep_last,
-                    **{self._cache_arg: cache},
-                )
-                generator = torch.Generator().manual_seed(params.seed) if params.seed is not None else None
-                generated: list[int] = []
-                for _ in range(params.max_new_tokens):
-                    logits = hook(generated, output.logits[0, -1].float())
-                    token = self._choose(logits, params, generator)
-                    if token in self.eos_ids:
-                        break
-                    generated.append(token)
-                    output = self.model(input_ids=torch.tensor([[token]]), use_cache=True, **{self._cache_arg: cache})
-                return generated
-            finally:
-                extra = cache.get_seq_length() - prefix
-                if extra > 0 and getattr(cache, "is_croppable", True) and hasattr(cache, "crop"):
-                    cache.crop(-extra)  # a negative count removes that many (transformers 4 and 5 alike)
-                elif extra != 0:
-                    self._cache = self._prefix = None
-
-    @staticmethod
-    def _cache_of(output: Any) -> Any:
-        cache = getattr(output, "cache", None)
-        return cache if cache is not None else output.past_key_values
-
-    @staticmethod
-    def _choose(logits: Any, params: GenerationParams, generator: Any) -> int:
-        import torch
-
-        if params.temperature == 0:
-            return int(torch.argmax(logits))
-        logits = logits / params.temperature
-        if params.top_p < 1.0:
-            ordered, order = torch.sort(logits, descending=True)
-            probs = torch.softmax(ordered, dim=-1)
-            ordered[torch.cumsum(probs, dim=-1) - probs > params.top_p] = float("-inf")
-            logits = torch.full_like(logits, float("-inf")).scatter(0, order, ordered)
-        return int(torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=generator))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -616,14 +216,13 @@ class LLMNLU:
         max_slots: int = MAX_SLOTS,
         params: GenerationParams | None = None,
         examples: Sequence[Example] | None = None,
-        prefix_cache: bool = True,
     ) -> None:
         self.domain = domain
-        self.prefix_cache = prefix_cache
         self.language = domain.language
         self.backend = backend
         self.schema = OutputSchema.for_domain(domain, max_value_chars=max_value_chars, max_slots=max_slots)
-        self.grammar = OutputGrammar(self.schema)
+        self.json_schema = self.schema.json_schema()
+        self.grammar = JsonGrammar(self.json_schema)
         self.params = (params or GenerationParams(temperature=0.0, repetition_penalty=1.0)).with_(
             max_new_tokens=self.schema.max_chars() + 2
         )
@@ -631,10 +230,6 @@ class LLMNLU:
             examples = _training_examples(domain)
         self.shots = self._shots(examples, shots)
         self.system = self._system_prompt()
-        self._decoder: ConstrainedDecoder | None = None
-        self._prefixed: PrefixCachedDecoder | None = None
-        self._prefix_ids: list[int] | None = None
-        self._llama_grammar: Any = None
 
     # -- the prompt ----------------------------------------------------------------------------
     def _slot_for(self, name: str, intent: str | None = None) -> Slot | None:
@@ -751,72 +346,13 @@ class LLMNLU:
         return Understanding(intent, slots, confidence if confidence is not None else float(valid), raw, valid)
 
     def _generate(self, messages: Messages) -> tuple[str, float | None]:
-        from rejoinder.bots.llm.backends.llamacpp import LlamaCppBackend
-        from rejoinder.bots.llm.backends.openai import OpenAIBackend
-        from rejoinder.bots.llm.backends.torch import TorchBackend
-
-        backend = self.backend
-        if isinstance(backend, TorchBackend):
-            return self._generate_torch(backend, messages)
-        if isinstance(backend, LlamaCppBackend):
-            return self._generate_llamacpp(backend, messages), None
-        if isinstance(backend, OpenAIBackend):
-            return self._generate_openai(backend, messages), None
-        return backend.chat(messages, self.params), None
-
-    def constrained_decoder(self) -> ConstrainedDecoder:
-        """The token-masking decoder for the torch backend (built on first use)."""
-        if self._decoder is None:
-            backend: Any = self.backend
-            eos = backend.engine.eos_ids if hasattr(backend, "engine") else {backend.tokenizer.eos_token_id}
-            self._decoder = ConstrainedDecoder(self.grammar, token_table(backend.tokenizer, eos))
-        return self._decoder
-
-    def _constant_prefix(self, backend: Any) -> list[int]:
-        """The prompt ids every utterance shares (system prompt, examples, the user turn's opening)."""
-        if self._prefix_ids is None:
-            one, other = backend.chat_ids(self.messages("0")), backend.chat_ids(self.messages("Z"))
-            common = 0
-            while common < min(len(one), len(other)) and one[common] == other[common]:
-                common += 1
-            self._prefix_ids = one[:common]
-        return self._prefix_ids
-
-    def _generate_torch(self, backend: Any, messages: Messages) -> tuple[str, float | None]:
-        hook = self.constrained_decoder().hook()
-        ids = backend.chat_ids(messages)
-        prefix = self._constant_prefix(backend) if self.prefix_cache else []
-        room = backend.context_window - len(ids)
-        if prefix and ids[: len(prefix)] == prefix and len(ids) > len(prefix) and room >= self.params.max_new_tokens:
-            if self._prefixed is None:
-                self._prefixed = PrefixCachedDecoder(backend.model, self.constrained_decoder().table.eos.tolist())
-            out = self._prefixed.generate(ids, len(prefix), hook, self.params)
-        else:
-            out = list(backend.stream_ids(ids, self.params, hook=hook))
-        raw = backend.tokenizer.decode(out, skip_special_tokens=True)
-        return raw, math.exp(hook.intent_logprob) if hook.complete else None
-
-    def _generate_llamacpp(self, backend: Any, messages: Messages) -> str:
-        from llama_cpp import LlamaGrammar
-
-        if self._llama_grammar is None:
-            self._llama_grammar = LlamaGrammar.from_json_schema(json.dumps(self.schema.json_schema()), verbose=False)
-        tokens = backend.llm.tokenize(backend._chat_prompt(messages).encode(), add_bos=True, special=True)
-        options = backend._options(self.params, len(tokens))
-        with backend._lock:
-            output = backend.llm.create_completion(tokens, grammar=self._llama_grammar, **options)
-        return str(output["choices"][0]["text"])
-
-    def _generate_openai(self, backend: Any, messages: Messages) -> str:
-        body = {
-            **backend._body(self.params),
-            "messages": [dict(m) for m in messages],
-            "response_format": {
-                "type": "json_schema",
-                "json_schema": {"name": "nlu", "schema": self.schema.json_schema(per_intent=False), "strict": True},
-            },
-        }
-        return "".join(backend._texts(backend._events("/chat/completions", body, None), "delta"))
+        """The model's answer under the schema and, where the backend tells, the intent's probability."""
+        raw, finish = drain(
+            self.backend.stream_chat(messages, self.params, json_schema=self.json_schema, logprobs=True)
+        )
+        if not finish.logprobs or not self.grammar.accepts(raw):
+            return raw, None
+        return raw, intent_probability(raw, finish.logprobs)
 
     # -- the Parse -----------------------------------------------------------------------------
     def parse(self, text: str, now: datetime | None = None) -> Parse:
@@ -841,6 +377,24 @@ class LLMNLU:
             if where is not None:
                 spans.append(Span(where[0], where[1], name))
         return sorted(spans, key=lambda s: s.start)
+
+
+def intent_probability(raw: str, logprobs: Sequence[TokenLogprob]) -> float | None:
+    """The product of the probabilities of the tokens that spelt the intent's label (with its closing
+    quote) in ``raw``, a JSON answer; None when ``raw`` does not start with the intent."""
+    opening = re.match(r'\{ ?"intent": ?"', raw)
+    if opening is None:
+        return None
+    start = opening.end()
+    end = raw.find('"', start)
+    if end < 0:
+        return None
+    total, offset = 0.0, 0
+    for token in logprobs:
+        token_start, offset = offset, offset + len(token.text)
+        if offset > start and token_start <= end:
+            total += token.logprob
+    return math.exp(total)
 
 
 def _first_json_object(raw: str) -> Any:
@@ -938,7 +492,7 @@ def build_llm_nlu(
     **options: Any,
 ) -> LLMNLU:
     """An :class:`LLMNLU` for ``domain`` over the backend ``load_backend`` gives for these options."""
-    from rejoinder.bots.llm.backends import load_backend
+    from rejoinder.llm.backends import load_backend
 
     extra = {"threads": threads} if threads else {}
     loaded = load_backend(backend, model=model or None, base_url=base_url or None, api_key=api_key, **extra)

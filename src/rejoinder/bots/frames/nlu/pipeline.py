@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from rejoinder.bots.frames.nlu.data import Span
 from rejoinder.bots.frames.nlu.intents import IntentClassifier, predict
 from rejoinder.bots.frames.nlu.ner import Entity
 from rejoinder.bots.frames.nlu.slots import CRFSlotTagger
+from rejoinder.datasets.nlu import Span
 
 ACTS: dict[str, dict[str, tuple[str, ...]]] = {
     "affirm": {

@@ -16,7 +16,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from rejoinder.bots.frames.nlu.data import Example, Span, bio_tags, spans_from_bio, tokenize
+from rejoinder.bots.frames.nlu.data import bio_tags, tokenize
+from rejoinder.datasets.nlu import Example, Span, spans_from_bio
 from rejoinder.errors import ConfigError
 
 Features = dict[str, Any]

@@ -3,20 +3,23 @@
 Each turn the dialogue's messages become a chat (the system prompt first), formatted by the
 model's own chat template. When the chat does not fit the context window with room for the
 reply, the oldest turns are left out (the system prompt always stays); a single message too long
-for the window is refused with a clear error. Replies stream token by token; stopping the stream
-(Ctrl-C in the terminal, a closed connection) stops the generation.
+for the window is refused with a clear error. Replies stream token by token
+(:meth:`AssistantBot.stream` returns the whole :class:`~rejoinder.dialogue.Reply` at the end, with
+which model answered, how fast, and ``finish_reason``: ``length`` when ``max_new_tokens`` cut the
+reply); setting the turn's Cancel from any thread (Ctrl-C in the terminal, a client that went
+away) stops the generation within one decoding step. One bot serves any number of conversations
+at once: nothing a turn produces is kept on it.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Generator
 from typing import Any
 
-from rejoinder.bots.llm.backends import Backend, load_backend
-from rejoinder.bots.llm.generation import Cancel, GenerationParams
-from rejoinder.dialogue import Dialogue, Reply
+from rejoinder.dialogue import Cancel, Dialogue, FinishReason, Reply, ReplyPieces, collect
 from rejoinder.errors import ConfigError, InvalidMessage
+from rejoinder.llm.backends import Backend, load_backend
+from rejoinder.llm.generation import Finish, GenerationParams
 
 DEFAULT_SYSTEM_PROMPT = (
     "You are a helpful, honest assistant. Answer clearly and briefly, in the language the user writes in."
@@ -70,7 +73,6 @@ class AssistantBot:
         self.params = params or GenerationParams()
         self.name = name
         self.greeting = greeting
-        self.last_stats: dict[str, Any] = {}
 
     def describe(self) -> str:
         """Which model answers, on which backend (shown when a chat starts)."""
@@ -83,7 +85,7 @@ class AssistantBot:
         turns = [
             {"role": m.role, "content": m.text}
             for m in dialogue.messages
-            if m.role in ("user", "assistant") and m.text and not m.meta.get("cancelled")
+            if m.role in ("user", "assistant") and m.text and not _was_cancelled(m.meta)
         ]
         while turns and turns[0]["role"] == "assistant" and self.greeting and turns[0]["content"] == self.greeting:
             turns = turns[1:]
@@ -95,32 +97,48 @@ class AssistantBot:
             )
         return fit_history(self.system_prompt, turns, self.backend.count_chat_tokens, budget)
 
-    def stream(self, dialogue: Dialogue, cancel: Cancel | None = None) -> Generator[str, None, Reply]:
+    def stream(self, dialogue: Dialogue, cancel: Cancel | None = None) -> ReplyPieces:
+        """Yield the reply in pieces; return the Reply (see the module docstring)."""
+        cancel = cancel or Cancel()
         messages, dropped = self.chat_messages(dialogue)
-        started, first, pieces = time.perf_counter(), None, []
-        stream = self.backend.stream_chat(messages, self.params, cancel)
+        started, first = time.perf_counter(), None
+        pieces: list[str] = []
+        finish = Finish("stop")
+        source = self.backend.stream_chat(messages, self.params, cancel)
         try:
-            for piece in stream:
+            while not cancel.is_set:
+                try:
+                    piece = next(source)
+                except StopIteration as end:
+                    finish = end.value if isinstance(end.value, Finish) else finish
+                    break
+                if cancel.is_set:
+                    break  # the piece came after the cancel: it is not shown
                 if first is None:
                     first = time.perf_counter() - started
                 pieces.append(piece)
                 yield piece
         finally:
-            close = getattr(stream, "close", None)
-            if close is not None:
-                close()
-            self.last_stats = {
-                "backend": self.backend.name,
-                "model": self.backend.model_name,
-                "dropped_turns": dropped,
-                "first_piece_s": round(first, 3) if first is not None else None,
-                "seconds": round(time.perf_counter() - started, 3),
-            }
-        return Reply("".join(pieces).strip(), meta=dict(self.last_stats))
+            source.close()
+        reason: FinishReason = "cancelled" if cancel.is_set else finish.reason
+        meta = {
+            "backend": self.backend.name,
+            "model": self.backend.model_name,
+            "dropped_turns": dropped,
+            "first_piece_s": round(first, 3) if first is not None else None,
+            "seconds": round(time.perf_counter() - started, 3),
+            "tokens": finish.tokens,
+            "finish_reason": reason,
+        }
+        return Reply("".join(pieces).strip(), meta=meta, finish_reason=reason)
 
     def respond(self, dialogue: Dialogue) -> Reply:
-        text = "".join(self.stream(dialogue)).strip()
-        return Reply(text, meta=dict(self.last_stats))
+        return collect(self.stream(dialogue))
+
+
+def _was_cancelled(meta: dict[str, Any]) -> bool:
+    """A reply that was stopped before its end (left out of later prompts)."""
+    return bool(meta.get("cancelled")) or meta.get("finish_reason") == "cancelled"
 
 
 def create(

@@ -1,7 +1,7 @@
 """Prompting a language model for a task: zero-shot and few-shot, as in GPT-3 and T0.
 
 A task is described by a *prompt template*, a YAML data file (the shipped ones are in
-``templates/`` beside this module; ``rejoinder prompt NAME`` finds them by name)::
+``templates/`` of the ``rejoinder.llm`` package; ``rejoinder prompt NAME`` finds them by name)::
 
     name: intent-few-shot-base
     description: Intent classification for base models, GPT-3 style.
@@ -50,15 +50,16 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from rejoinder.bots.llm.backends import Backend, load_backend
-from rejoinder.bots.llm.generation import GenerationParams
+from rejoinder.datasets.nlu import DATASETS
 from rejoinder.errors import ConfigError, InvalidMessage, SourceError
+from rejoinder.llm.backends import Backend, load_backend
+from rejoinder.llm.generation import GenerationParams
+from rejoinder.resources import package_path
 
-TEMPLATES_DIR = Path(__file__).resolve().with_name("templates")
+TEMPLATES_DIR = package_path("llm", "templates")
 """The shipped templates, one ``NAME.yaml`` each."""
 
 MODES = ("chat", "text")
-DATASETS = ("banking77", "snips")
 DATASET_DEFAULT_LIMIT = 200
 """How many test utterances of ``banking77``/``snips`` are scored (sampled by the seed) unless --limit says."""
 DEFAULT_SHOTS = 5
@@ -552,12 +553,9 @@ def dataset_records(name: str) -> tuple[list[Record], list[Record]]:
     """(train, test) records ``{"text", "label"}`` of ``banking77`` or ``snips`` (shared data)."""
     if name not in DATASETS:
         raise ConfigError(f"unknown dataset {name!r}; expected one of: {', '.join(DATASETS)}")
-    from rejoinder.bots.frames.nlu.evaluate import load_dataset
+    from rejoinder.datasets.nlu import load_dataset
 
-    try:
-        train, test = load_dataset(name)
-    except OSError as exc:
-        raise ConfigError(f"dataset {name}: cannot read it ({exc}); is ../shared/data/nlu there?") from None
+    train, test = load_dataset(name)
 
     def as_records(examples: Sequence[Any]) -> list[Record]:
         return [{"text": e.text, "label": e.intent} for e in examples if e.intent]
@@ -809,7 +807,7 @@ class PromptJob:
         """The trained NLU's figure on the same dataset, and the published anchor, where known."""
         if self.dataset not in NLU_REFERENCE:
             return None
-        from rejoinder.bots.frames.nlu.evaluate import ANCHORS
+        from rejoinder.datasets.nlu import ANCHORS
 
         return {"nlu": NLU_REFERENCE[self.dataset], "published": ANCHORS.get(self.dataset)}
 
@@ -886,7 +884,7 @@ def open_backend(
     threads: int | None = None,
     **options: Any,
 ) -> Backend:
-    """The backend to prompt (:func:`~rejoinder.bots.llm.backends.load_backend`).
+    """The backend to prompt (:func:`~rejoinder.llm.backends.load_backend`).
 
     ``threads`` matters on a busy CPU: fewer threads than cores avoids oversubscription, which can
     slow PyTorch down many times over.

@@ -1,15 +1,20 @@
-"""What every backend shares: sampling parameters, stop sequences and cancellation."""
+"""What every backend shares: sampling parameters, stop sequences, how a generation ended.
+
+A backend streams a generation as a :data:`TextStream`: a generator that yields text pieces and
+*returns* a :class:`Finish` (why it ended - ``stop``, ``length`` or ``cancelled`` - how many tokens
+it made and, where asked for and known, each token's log-probability). ``for piece in stream``
+reads the text; :func:`drain` runs a stream to its end and gives the text and the Finish.
+Cancellation is :class:`rejoinder.dialogue.Cancel`, set from any thread.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from rejoinder.dialogue import Cancel
+from rejoinder.dialogue import FinishReason
 from rejoinder.errors import ConfigError
-
-__all__ = ["Cancel", "GenerationParams", "StopScanner", "cut_at_stops"]
 
 
 @dataclass(frozen=True)
@@ -91,21 +96,74 @@ class StopScanner:
         return held
 
 
-def cut_at_stops(pieces: Iterator[str], stops: Iterable[str]) -> Iterator[str]:
-    """``pieces`` up to the first stop sequence (the stop sequence itself left out); the source
-    iterator is closed when this one ends or is closed, so its generation stops too."""
+@dataclass(frozen=True)
+class TokenLogprob:
+    """One generated token: the text it added to the output ("" while it only began a character)
+    and the natural log of its probability among the tokens that were allowed."""
+
+    text: str
+    logprob: float
+
+
+@dataclass(frozen=True)
+class Finish:
+    """How a generation ended: ``stop`` (end of text or a stop sequence), ``length``
+    (``max_new_tokens`` or the context window) or ``cancelled``; the tokens generated; and, when the
+    caller asked for them and the backend can tell, each token's log-probability."""
+
+    reason: FinishReason
+    tokens: int | None = None
+    logprobs: tuple[TokenLogprob, ...] | None = None
+
+
+TextStream = Generator[str, None, Finish]
+"""A generation in pieces: iterate for the text; the generator's return value is its Finish."""
+
+Tokens = Generator[tuple[str, float | None], None, FinishReason]
+"""A backend's raw output: (text the token adds, its log-probability or None) per token, returning
+why the generation ended."""
+
+
+def cut_at_stops(tokens: Tokens, stops: Iterable[str], *, logprobs: bool = False) -> TextStream:
+    """The text of ``tokens`` up to the first stop sequence (the stop sequence itself left out).
+
+    Every backend turns its output into (text, log-probability) per token and streams it through
+    here. The source is closed when this stream ends or is closed, so its generation stops too.
+    """
     scanner = StopScanner(stops)
+    count = 0
+    kept: list[TokenLogprob] | None = [] if logprobs else None
+    reason: FinishReason = "stop"
     try:
-        for piece in pieces:
+        while True:
+            try:
+                piece, logprob = next(tokens)
+            except StopIteration as end:
+                reason = end.value or "stop"
+                break
+            count += 1
+            if kept is not None and logprob is not None:
+                kept.append(TokenLogprob(piece, logprob))
             shown = scanner.feed(piece)
             if shown:
                 yield shown
             if scanner.stopped:
-                return
+                reason = "stop"
+                break
         rest = scanner.flush()
         if rest:
             yield rest
     finally:
-        close = getattr(pieces, "close", None)
-        if close is not None:
-            close()
+        tokens.close()
+    return Finish(reason, count, tuple(kept) if kept else None)
+
+
+def drain(stream: TextStream) -> tuple[str, Finish]:
+    """Run ``stream`` to its end: the whole text and the Finish."""
+    pieces: list[str] = []
+    while True:
+        try:
+            pieces.append(next(stream))
+        except StopIteration as end:
+            finish = end.value if isinstance(end.value, Finish) else Finish("stop")
+            return "".join(pieces), finish

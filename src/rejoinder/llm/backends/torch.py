@@ -5,6 +5,16 @@ every decoding step runs all active sequences through the model at once (one for
 the batch, left-padded key/value caches, per-sequence positions and sampling), and sequences leave
 the batch as they finish - continuous batching, so sixteen chats cost little more per step than
 one. Models with sliding-window attention layers decode one sequence at a time.
+
+The key/value caches of recent prompts are kept (:class:`PrefixCache`, up to
+``prefix_cache_bytes``): a prompt that begins like one of them - the next turn of a chat, or the
+frame bot's NLU, whose long system prompt and examples are the same for every utterance - is
+prefilled only from where they differ.
+
+Constrained decoding (``json_schema``) is a logits hook of the request, applied in the same loop:
+a token mask from :mod:`rejoinder.llm.constrained`. A request stops at the next step once its
+Cancel is set or its reader goes away; :meth:`BatchEngine.close` (also run when the interpreter
+exits) ends the decoding thread, so no thread is inside the model when the process ends.
 """
 
 from __future__ import annotations
@@ -12,128 +22,269 @@ from __future__ import annotations
 import inspect
 import queue
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Generator, Sequence
 from typing import Any
 
-from rejoinder.bots.llm.backends import Backend, Messages
-from rejoinder.bots.llm.generation import Cancel, GenerationParams, cut_at_stops
-from rejoinder.bots.llm.models import ModelRef, dequantised_dir
-from rejoinder.errors import ConfigError, InvalidMessage
+from rejoinder.dialogue import Cancel, FinishReason
+from rejoinder.errors import ConfigError, InvalidMessage, RejoinderError
+from rejoinder.llm.backends import DEFAULT_THREADS, Backend, JsonSchema, Messages, close_at_exit
+from rejoinder.llm.constrained import ConstrainedDecoder, JsonGrammar, schema_key, token_table
+from rejoinder.llm.generation import GenerationParams, TextStream, Tokens, cut_at_stops
+from rejoinder.llm.models import ModelRef, dequantised_dir
 
 MAX_BATCH = 16
+PREFIX_CACHE_BYTES = 256 << 20
+"""Memory for the key/value caches of recent prompts (0: no prefix cache)."""
+MIN_PREFIX = 16
+"""Shared tokens below which a cached prompt is not worth reusing."""
+JOIN_TIMEOUT_S = 30.0
 
 
 LogitsHook = Callable[[list[int], Any], Any]
 """Called with the ids generated so far and the next token's logits (a 1-D tensor); returns the
 logits to sample from - e.g. with -inf where a grammar forbids a token (constrained decoding)."""
 
+IdStream = Generator[tuple[int, float | None], None, FinishReason]
+"""One sequence's token ids with their log-probabilities (None unless asked for), returning why it ended."""
+
 
 class _Request:
     def __init__(
-        self, ids: Sequence[int], params: GenerationParams, cancel: Cancel, torch: Any, hook: LogitsHook | None = None
+        self,
+        ids: Sequence[int],
+        params: GenerationParams,
+        cancel: Cancel,
+        torch: Any,
+        hook: LogitsHook | None = None,
+        logprobs: bool = False,
     ) -> None:
         self.ids = list(ids)
         self.hook = hook
         self.output: list[int] = []
+        self.logprobs: list[float] | None = [] if logprobs else None
         self.params = params
         self.cancel = cancel
+        self.dropped = False  # the reader went away
         self.out: queue.Queue[Any] = queue.Queue()
         self.generated = 0
         self.position = len(self.ids)  # tokens in the cache once prefilled
         self.next_token = 0
         self.seen = set(self.ids)
         self.generator = torch.Generator().manual_seed(params.seed) if params.seed is not None else None
+        self.reason: FinishReason = "stop"
         self.finished = False
 
-    def finish(self, error: BaseException | None = None) -> None:
+    @property
+    def stopped(self) -> bool:
+        return self.dropped or self.cancel.is_set
+
+    def finish(self, error: BaseException | None = None, reason: FinishReason | None = None) -> None:
         if not self.finished:
             self.finished = True
+            if reason is not None:
+                self.reason = reason
             self.out.put(error)
+
+
+class PrefixCache:
+    """The key/value caches of recent prompts, least recently used first out, within ``max_bytes``.
+
+    :meth:`find` gives the longest stored beginning of a prompt; :meth:`put` stores a prompt's
+    cache (a prompt that extends the one it reused takes its place).
+    """
+
+    def __init__(self, torch: Any, max_bytes: int) -> None:
+        self.torch = torch
+        self.max_bytes = max_bytes
+        self.entries: OrderedDict[tuple[int, ...], tuple[Any, list[tuple[Any, Any]], int]] = OrderedDict()
+        self.bytes = 0
+        self.hits = 0
+        self.reused_tokens = 0
+
+    def find(self, ids: Sequence[int]) -> tuple[list[tuple[Any, Any]], int, tuple[int, ...]] | None:
+        """(layers, shared tokens, key) of the stored prompt sharing the longest beginning with ``ids``."""
+        if not self.entries:
+            return None
+        query = self.torch.tensor(list(ids))
+        best: tuple[list[tuple[Any, Any]], int, tuple[int, ...]] | None = None
+        for key, (stored, layers, _) in self.entries.items():
+            n = min(len(key), len(ids))
+            differ = (stored[:n] != query[:n]).nonzero()
+            common = int(differ[0]) if len(differ) else n
+            if common >= MIN_PREFIX and (best is None or common > best[1]):
+                best = (layers, common, key)
+        if best is not None:
+            self.entries.move_to_end(best[2])
+        return best
+
+    def put(self, ids: Sequence[int], layers: list[tuple[Any, Any]], replaces: tuple[int, ...] | None = None) -> None:
+        if self.max_bytes <= 0:
+            return
+        key = tuple(ids)
+        size = sum(k.numel() * k.element_size() + v.numel() * v.element_size() for k, v in layers)
+        if size > self.max_bytes:
+            return
+        for old in (key, replaces):
+            if old is not None and old in self.entries and (old == key or key[: len(old)] == old):
+                self.bytes -= self.entries.pop(old)[2]
+        while self.entries and self.bytes + size > self.max_bytes:
+            self.bytes -= self.entries.popitem(last=False)[1][2]
+        self.entries[key] = (self.torch.tensor(list(ids)), layers, size)
+        self.bytes += size
 
 
 class BatchEngine:
     """Decodes many sequences together on one model; :meth:`submit` streams one sequence's token ids."""
 
-    def __init__(self, model: Any, eos_ids: set[int], max_batch: int = MAX_BATCH) -> None:
+    def __init__(
+        self,
+        model: Any,
+        eos_ids: set[int],
+        max_batch: int = MAX_BATCH,
+        *,
+        threads: int = DEFAULT_THREADS,
+        prefix_cache_bytes: int = PREFIX_CACHE_BYTES,
+    ) -> None:
         import torch
 
         self.torch = torch
         self.model = model
         self.eos_ids = eos_ids
+        self.threads = threads
         layer_types = getattr(model.config, "layer_types", None) or []
         self.batchable = not any("sliding" in str(t) for t in layer_types)
         self.max_batch = max_batch if self.batchable else 1
         parameters = inspect.signature(model.forward).parameters
         self._cache_arg = "cache" if "cache" in parameters else "past_key_values"  # transformers 5 renamed it
         self._keep_last = "logits_to_keep" in parameters
+        self.prefixes = PrefixCache(torch, prefix_cache_bytes if self.batchable else 0)
         self.peak_batch = 0  # the most sequences decoded in one step so far
-        self.pending: queue.Queue[_Request] = queue.Queue()
+        self.pending: queue.Queue[_Request | None] = queue.Queue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._closed = False
 
     def submit(
-        self, ids: Sequence[int], params: GenerationParams, cancel: Cancel, hook: LogitsHook | None = None
-    ) -> Iterator[int]:
-        request = _Request(ids, params, cancel, self.torch, hook)
+        self,
+        ids: Sequence[int],
+        params: GenerationParams,
+        cancel: Cancel,
+        hook: LogitsHook | None = None,
+        logprobs: bool = False,
+    ) -> IdStream:
+        request = _Request(ids, params, cancel, self.torch, hook, logprobs)
         with self._lock:
+            if self._closed:
+                raise RejoinderError("the model is closed; load the backend again")
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="rejoinder-decoder", daemon=True)
                 self._thread.start()
+                close_at_exit(self)
         self.pending.put(request)
+        received = 0
         try:
             while True:
                 item = request.out.get()
                 if item is None:
-                    return
+                    return "cancelled" if cancel.is_set else request.reason
                 if isinstance(item, BaseException):
                     raise item
                 if cancel.is_set:
-                    return  # tokens the decoder made before it saw the cancel are not shown
-                yield item
+                    return "cancelled"  # tokens the decoder made before it saw the cancel are not shown
+                logprob = request.logprobs[received] if request.logprobs is not None else None
+                received += 1
+                yield item, logprob
         finally:
-            cancel.set()  # the reader stopped: the decoder drops the sequence at its next step
+            request.dropped = True  # the reader stopped: the decoder drops the sequence at its next step
+
+    def close(self, timeout: float = JOIN_TIMEOUT_S) -> None:
+        """Stop every sequence (they end ``cancelled``) and join the decoding thread."""
+        with self._lock:
+            self._closed = True
+            thread = self._thread
+        self.pending.put(None)  # wakes a decoder waiting for work
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
 
     # -- the decoding thread ----------------------------------------------------------------------
     def _run(self) -> None:
+        self.torch.set_num_threads(self.threads)
         with self.torch.inference_mode():
             rows: list[_Request] = []
             cache: Any = None
             mask: Any = None
-            while True:
+            while not self._closed:
                 try:
                     rows, cache, mask = self._admit(rows, cache, mask)
-                    rows, cache, mask = self._drop(rows, cache, mask, [r for r in rows if r.cancel.is_set])
-                    if rows:
+                    rows, cache, mask = self._drop(rows, cache, mask, [r for r in rows if r.stopped])
+                    if rows and not self._closed:
                         rows, cache, mask = self._step(rows, cache, mask)
                 except Exception as exc:  # a model error fails the requests in flight, not the thread
                     for row in rows:
                         row.finish(exc)
                     rows, cache, mask = [], None, None
+            for row in rows:
+                row.finish(reason="cancelled")
+            while True:
+                try:
+                    waiting = self.pending.get_nowait()
+                except queue.Empty:
+                    break
+                if waiting is not None:
+                    waiting.finish(reason="cancelled")
 
     def _admit(self, rows: list[_Request], cache: Any, mask: Any) -> tuple[list[_Request], Any, Any]:
-        arrivals = []
+        arrivals: list[_Request] = []
         if not rows:
-            arrivals.append(self.pending.get())
+            first = self.pending.get()
+            if first is None:  # closing
+                return rows, cache, mask
+            arrivals.append(first)
         while len(rows) + len(arrivals) < self.max_batch:
             try:
-                arrivals.append(self.pending.get_nowait())
+                request = self.pending.get_nowait()
             except queue.Empty:
                 break
+            if request is not None:
+                arrivals.append(request)
         for request in arrivals:
-            if request.cancel.is_set:
-                request.finish()
+            if request.stopped or self._closed:
+                request.finish(reason="cancelled")
                 continue
             try:
-                extra = {"logits_to_keep": 1} if self._keep_last else {}
-                output = self.model(input_ids=self.torch.tensor([request.ids]), use_cache=True, **extra)
+                output = self._prefill(request.ids)
             except Exception as exc:
                 request.finish(exc)
                 continue
-            token = self._sample(request, output.logits[0, -1])
-            if self._emit(request, token):
+            token, logprob = self._sample(request, output.logits[0, -1])
+            if self._emit(request, token, logprob):
                 continue
             rows, cache, mask = self._join(rows, cache, mask, request, self._cache_of(output))
         return rows, cache, mask
+
+    def _prefill(self, ids: list[int]) -> Any:
+        """The model's output over the prompt ``ids``, reusing a stored prompt's cache for its beginning."""
+        torch = self.torch
+        extra = {"logits_to_keep": 1} if self._keep_last else {}
+        found = self.prefixes.find(ids)
+        if found is None:
+            output = self.model(input_ids=torch.tensor([ids]), use_cache=True, **extra)
+            reused = None
+        else:
+            layers, common, reused = found
+            common = min(common, len(ids) - 1)  # at least one token is fed, for the next token's logits
+            past = _growing_cache([(k[:, :, :common], v[:, :, :common]) for k, v in layers])
+            output = self.model(
+                input_ids=torch.tensor([ids[common:]]), use_cache=True, **extra, **{self._cache_arg: past}
+            )
+            self.prefixes.hits += 1
+            self.prefixes.reused_tokens += common
+        if self.prefixes.max_bytes > 0:
+            own = self._cache_of(output)
+            layers = [(layer.keys.clone(), layer.values.clone()) for layer in own.layers]
+            self.prefixes.put(ids, layers, replaces=reused)
+        return output
 
     def _join(self, rows: list[_Request], cache: Any, mask: Any, request: _Request, own: Any) -> tuple[list, Any, Any]:
         torch = self.torch
@@ -165,7 +316,7 @@ class BatchEngine:
         if not leaving:
             return rows, cache, mask
         for row in leaving:
-            row.finish()
+            row.finish(reason="cancelled")  # rows that finished on their own already have their reason
         keep = [i for i, row in enumerate(rows) if row not in leaving]
         if not keep:
             return [], None, None
@@ -191,9 +342,9 @@ class BatchEngine:
         cache = self._cache_of(output)
         logits = output.logits[:, -1]
         finished = []
-        for row, token in zip(rows, self._sample_rows(rows, logits), strict=True):
+        for row, (token, logprob) in zip(rows, self._sample_rows(rows, logits), strict=True):
             row.position += 1
-            if self._emit(row, token):
+            if self._emit(row, token, logprob):
                 finished.append(row)
         return self._drop(rows, cache, mask, finished)
 
@@ -202,16 +353,29 @@ class BatchEngine:
         cache = getattr(output, "cache", None)
         return cache if cache is not None else output.past_key_values
 
-    def _sample(self, request: _Request, logits: Any) -> int:
-        """One sequence's next token from its 1-D logits."""
+    def _sample(self, request: _Request, logits: Any) -> tuple[int, float | None]:
+        """One sequence's next token (and its log-probability, when asked for) from its 1-D logits."""
         return self._sample_rows([request], logits[None, :])[0]
 
-    def _sample_rows(self, rows: list[_Request], logits: Any) -> list[int]:
-        """The next token of every row of a batch, each row with its own sampling parameters.
+    def _sample_rows(self, rows: list[_Request], logits: Any) -> list[tuple[int, float | None]]:
+        """The next token of every row of a batch, each row with its own sampling parameters, with
+        its log-probability among the allowed tokens for rows that ask for it.
 
         The work is done for the whole batch at once (one softmax and one top-k over ``[B, V]``);
         rows with their own seed draw with their own generator.
         """
+        logits = self._processed(rows, logits)
+        tokens = self._choose(rows, logits)
+        out: list[tuple[int, float | None]] = []
+        for i, (row, token) in enumerate(zip(rows, tokens, strict=True)):
+            logprob = None
+            if row.logprobs is not None:
+                logprob = float(self.torch.log_softmax(logits[i], dim=-1)[token])
+            out.append((token, logprob))
+        return out
+
+    def _processed(self, rows: list[_Request], logits: Any) -> Any:
+        """The logits after each row's hook (constrained decoding) and repetition penalty."""
         torch = self.torch
         logits = logits.float().clone()
         for i, row in enumerate(rows):
@@ -222,6 +386,11 @@ class BatchEngine:
                 index = torch.tensor(list(row.seen))
                 chosen = logits[i, index]
                 logits[i, index] = torch.where(chosen > 0, chosen / penalty, chosen * penalty)
+        return logits
+
+    def _choose(self, rows: list[_Request], logits: Any) -> list[int]:
+        """Greedy rows take the best token; the others draw with temperature, top-k and top-p."""
+        torch = self.torch
         tokens: list[int | None] = [None] * len(rows)
         greedy = [i for i, row in enumerate(rows) if row.params.temperature == 0]
         if greedy:
@@ -264,18 +433,23 @@ class BatchEngine:
                 tokens[i] = int(top.indices[j, int(torch.multinomial(weights[j], 1, generator=generator))])
         return [int(t) for t in tokens]  # type: ignore[arg-type]
 
-    def _emit(self, request: _Request, token: int) -> bool:
+    def _emit(self, request: _Request, token: int, logprob: float | None = None) -> bool:
         """Hand ``token`` to the reader; True when the sequence is finished."""
         request.generated += 1
         request.output.append(token)
         request.seen.add(token)
         request.next_token = token
         if token in self.eos_ids:
-            request.finish()
+            request.finish(reason="stop")
             return True
+        if request.logprobs is not None and logprob is not None:
+            request.logprobs.append(logprob)
         request.out.put(token)
-        if request.generated >= request.params.max_new_tokens or request.cancel.is_set:
-            request.finish()
+        if request.stopped:
+            request.finish(reason="cancelled")
+            return True
+        if request.generated >= request.params.max_new_tokens:
+            request.finish(reason="length")
             return True
         return False
 
@@ -331,7 +505,11 @@ def _left_pad(torch: Any, tensor: Any, n: int) -> Any:
 
 
 class TorchBackend(Backend):
-    """A transformers causal LM in this process."""
+    """A transformers causal LM in this process.
+
+    ``threads``: the decoding thread's PyTorch threads (:data:`DEFAULT_THREADS` by default);
+    ``prefix_cache_bytes``: memory for the caches of recent prompts (0 turns the reuse off).
+    """
 
     name = "torch"
 
@@ -345,14 +523,13 @@ class TorchBackend(Backend):
         model: Any = None,
         tokenizer: Any = None,
         dtype: str = "float32",
+        prefix_cache_bytes: int = PREFIX_CACHE_BYTES,
     ) -> None:
         import torch
 
         if dtype not in ("float32", "bfloat16"):
             raise ConfigError(f"dtype {dtype!r}: the torch backend runs float32 or bfloat16")
-
-        if threads:
-            torch.set_num_threads(int(threads))
+        self.threads = int(threads or DEFAULT_THREADS)
         if model is None or tokenizer is None:
             from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -372,10 +549,15 @@ class TorchBackend(Backend):
         eos = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
         configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
         eos |= set(configured if isinstance(configured, list) else [configured] if configured is not None else [])
-        self.engine = BatchEngine(self.model, eos, max_batch=max_batch)
+        self.engine = BatchEngine(
+            self.model, eos, max_batch=max_batch, threads=self.threads, prefix_cache_bytes=prefix_cache_bytes
+        )
+        self._decoders: OrderedDict[str, ConstrainedDecoder] = OrderedDict()
+        self._lock = threading.Lock()
 
     def describe(self) -> str:
-        return f"{self.model_name} on torch ({self.dtype}, context {self.context_window} tokens)"
+        threads = f"{self.threads} thread{'' if self.threads == 1 else 's'}"
+        return f"{self.model_name} on torch ({self.dtype}, {threads}, context {self.context_window} tokens)"
 
     def chat_ids(self, messages: Messages) -> list[int]:
         if not self.has_chat_template:
@@ -391,48 +573,103 @@ class TorchBackend(Backend):
     def count_chat_tokens(self, messages: Messages) -> int:
         return len(self.chat_ids(messages))
 
-    def stream_chat(self, messages: Messages, params: GenerationParams, cancel: Cancel | None = None) -> Iterator[str]:
-        return self._stream(self.chat_ids(messages), params, cancel)
+    def stream_chat(
+        self,
+        messages: Messages,
+        params: GenerationParams,
+        cancel: Cancel | None = None,
+        *,
+        json_schema: JsonSchema | None = None,
+        logprobs: bool = False,
+    ) -> TextStream:
+        tokens = self._submit(self.chat_ids(messages), params, cancel, json_schema, logprobs)
+        return cut_at_stops(_decoded(self.tokenizer, tokens), params.stop, logprobs=logprobs)
 
-    def stream_text(self, prompt: str, params: GenerationParams, cancel: Cancel | None = None) -> Iterator[str]:
-        return self._stream(list(self.tokenizer(prompt)["input_ids"]), params, cancel)
+    def stream_text(
+        self,
+        prompt: str,
+        params: GenerationParams,
+        cancel: Cancel | None = None,
+        *,
+        json_schema: JsonSchema | None = None,
+        logprobs: bool = False,
+    ) -> TextStream:
+        ids = list(self.tokenizer(prompt)["input_ids"])
+        tokens = self._submit(ids, params, cancel, json_schema, logprobs)
+        return cut_at_stops(_decoded(self.tokenizer, tokens), params.stop, logprobs=logprobs)
 
     def stream_ids(
         self,
         ids: Sequence[int],
         params: GenerationParams,
         cancel: Cancel | None = None,
-        hook: LogitsHook | None = None,
-    ) -> Iterator[int]:
-        """Token ids of the continuation of ``ids``; ``hook`` may reshape each step's logits."""
+        *,
+        json_schema: JsonSchema | None = None,
+    ) -> Generator[int, None, FinishReason]:
+        """Token ids of the continuation of ``ids`` (stop sequences are text: not applied here)."""
+        source = self._submit(ids, params, cancel, json_schema, False)
+        try:
+            while True:
+                try:
+                    token, _ = next(source)
+                except StopIteration as end:
+                    return end.value
+                yield token
+        finally:
+            source.close()
+
+    def close(self) -> None:
+        self.engine.close()
+
+    def _submit(
+        self,
+        ids: Sequence[int],
+        params: GenerationParams,
+        cancel: Cancel | None,
+        json_schema: JsonSchema | None,
+        logprobs: bool,
+    ) -> IdStream:
         room = self.context_window - len(ids)
         if room < 1:
             raise InvalidMessage(
                 f"the prompt takes {len(ids)} tokens; {self.model_name} reads at most {self.context_window}"
             )
-        return self.engine.submit(
-            ids, params.with_(max_new_tokens=min(params.max_new_tokens, room)), cancel or Cancel(), hook
-        )
+        hook = self._decoder(json_schema).hook() if json_schema is not None else None
+        limited = params.with_(max_new_tokens=min(params.max_new_tokens, room))
+        return self.engine.submit(ids, limited, cancel or Cancel(), hook, logprobs)
 
-    def _stream(self, ids: list[int], params: GenerationParams, cancel: Cancel | None) -> Iterator[str]:
-        tokens = self.stream_ids(ids, params, cancel)
-        return cut_at_stops(_decoded(self.tokenizer, tokens), params.stop)
+    def _decoder(self, json_schema: JsonSchema) -> ConstrainedDecoder:
+        """The token mask of ``json_schema`` (built once per schema; its allowed sets are kept)."""
+        key = schema_key(json_schema)
+        with self._lock:
+            decoder = self._decoders.get(key)
+            if decoder is None:
+                grammar = JsonGrammar(json_schema)
+                decoder = ConstrainedDecoder(grammar, token_table(self.tokenizer, self.engine.eos_ids))
+                self._decoders[key] = decoder
+                while len(self._decoders) > 8:
+                    self._decoders.popitem(last=False)
+            self._decoders.move_to_end(key)
+            return decoder
 
 
-def _decoded(tokenizer: Any, tokens: Iterator[int]) -> Iterator[str]:
+def _decoded(tokenizer: Any, tokens: IdStream) -> Tokens:
     """Text pieces of a token stream, whole characters only; closes the token stream when it ends."""
     generated: list[int] = []
     shown = 0
     try:
-        for token in tokens:
+        while True:
+            try:
+                token, logprob = next(tokens)
+            except StopIteration as end:
+                return end.value
             generated.append(token)
             text = tokenizer.decode(generated, skip_special_tokens=True)
             if text.endswith("\ufffd"):
-                continue  # half of a multi-byte character: wait for the rest
-            if len(text) > shown:
-                yield text[shown:]
-            shown = len(text)
+                yield "", logprob  # half of a multi-byte character: the rest comes with the next token
+                continue
+            piece = text[shown:] if len(text) > shown else ""
+            shown = max(shown, len(text))
+            yield piece, logprob
     finally:
-        close = getattr(tokens, "close", None)
-        if close is not None:
-            close()
+        tokens.close()
