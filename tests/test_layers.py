@@ -39,7 +39,9 @@ def bot_of(module: str) -> str | None:
 
 
 def bot_packages() -> list[Path]:
-    return sorted(p for p in BOTS.iterdir() if p.suffix == ".py" and p.name != "__init__.py" or p.is_dir())
+    modules = [p for p in BOTS.iterdir() if p.suffix == ".py" and p.name != "__init__.py"]
+    packages = [p for p in BOTS.iterdir() if (p / "__init__.py").exists()]
+    return sorted(modules + packages)
 
 
 @pytest.mark.parametrize("package", bot_packages(), ids=lambda p: p.stem)
