@@ -3,7 +3,8 @@ by a synonym, a past weekday, a correction at the read-back, a typo in a negated
 date, and an elliptical follow-up ("and my credit card too?") that reuses the other values.
 
 The transcripts are the README's: one fast test checks that the README shows exactly these lines,
-another runs them with the quick stand-ins (hashing embedder, no NER)."""
+another runs them with the quick stand-ins (hashing embedder, no NER), and a slow one runs them
+with the bot users get (``create_bank`` with its defaults: MiniLM, NER on)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from rejoinder.bots.frames.bot import EXAMPLES, FrameBot, build_nlu
+from rejoinder.bots.frames.bot import EXAMPLES, FrameBot, build_nlu, create_bank
 from rejoinder.bots.frames.domain import load_domain
 from rejoinder.dialogue import Dialogue, Message
 
@@ -134,6 +135,15 @@ def test_the_readme_shows_the_golden_transcripts_word_for_word():
 def test_a_lost_card_is_reported_with_corrections_and_ellipsis(language):
     domain = load_domain(EXAMPLES / f"bank_{language}" / "domain.yaml")
     bot = FrameBot(domain, build_nlu(domain, embedder="hashing", ner=False), name="bank", demo_backend_port=0)
+    bot.prepare()
+    check_two_reports(bot, language)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("language", ["en", "ru"])
+def test_the_default_bank_bot_says_the_readme_transcript_word_for_word(language):
+    """``rejoinder chat --bot bank [-o language=ru]`` as users get it: MiniLM intents, NER on."""
+    bot = create_bank(language)
     bot.prepare()
     check_two_reports(bot, language)
 

@@ -8,7 +8,9 @@ Strategy, each turn, once the state is updated (:mod:`tracker`):
   done or cancelled; an intent with a plain response (opening hours) is answered, and the open
   frame's question is asked again;
 - with no intent, values that fit the last finished frame ("And to Moscow?", "What about
-  tomorrow?") re-open it with the other values kept (ellipsis);
+  tomorrow?") re-open it with the other values kept (ellipsis); so does such a follow-up that the
+  classifier gives to another intent without being sure of it (below ``SWITCH_CONFIDENCE``: "and
+  my credit card too?" after a lost debit card is another lost card, not a request to block one);
 - in the open frame: ask for the first missing required slot with its prompt; when all are
   there, read back the confirmation template if the frame wants one, and take yes (submit), no
   (ask what to change) or new values (update and read back again); then submit to the backend
@@ -42,7 +44,8 @@ from rejoinder.errors import InvalidMessage
 from rejoinder.resources import package_path
 
 SWITCH_CONFIDENCE = 0.8
-"""Below this intent confidence, an utterance that answers the open question stays in the open frame."""
+"""Below this intent confidence, an utterance that answers the open question stays in the open frame,
+and an elliptical follow-up that fits the last finished frame re-opens it."""
 DEMO_BACKEND = "http://127.0.0.1:8765"
 """Submit URLs under this prefix go to the demo backend, wherever it runs (see ``demo_backend_port``)."""
 _ELLIPSIS_OPENERS = ("and ", "what about", "how about", "а ", "и ", "а если", "а как насчёт", "а как насчет")
@@ -238,6 +241,14 @@ class FrameBot:
             return self._record(state, parse, {}, "cancel", self._with_resume(state, text, now), 1.0)
 
         frame = self.domain.frame_for_intent(intent)
+        if (
+            current is None
+            and intent is not None
+            and parse.confidence < SWITCH_CONFIDENCE
+            and (frame is None or frame.name != (state.get("last") or {}).get("frame"))
+            and self._ellipsis_values(state, parse, now)
+        ):
+            frame = intent = None  # "and my credit card too?": the last request again with a new value
         elsewhere = intent is not None and (frame is None or (current is not None and frame.name != current["frame"]))
         if (
             elsewhere
@@ -278,18 +289,20 @@ class FrameBot:
         found = tracker.extract(parse, frame, current, state, language=self.domain.language, now=now)
         return bool(found) if current["phase"] == "confirming" or asked == tracker.CHANGE else asked in found
 
-    def _ellipsis(self, state: dict[str, Any], parse: Parse, now: datetime) -> dict[str, Any] | None:
+    def _ellipsis_values(self, state: dict[str, Any], parse: Parse, now: datetime) -> dict[str, Any]:
+        """The values an elliptical follow-up gives for the last finished frame ({} when it is none)."""
         last = state.get("last")
-        if last is None:
-            return None
-        if not _elliptical(parse.text):
-            return None
+        if last is None or not _elliptical(parse.text):
+            return {}
         frame = self.domain.frame(last["frame"])
         probe = tracker.open_instance({"instances": 0}, frame)
-        found = tracker.extract(parse, frame, probe, state, language=self.domain.language, now=now)
-        if not found:
+        return tracker.extract(parse, frame, probe, state, language=self.domain.language, now=now)
+
+    def _ellipsis(self, state: dict[str, Any], parse: Parse, now: datetime) -> dict[str, Any] | None:
+        if not self._ellipsis_values(state, parse, now):
             return None
-        instance = tracker.open_instance(state, frame, last["slots"])
+        last = state["last"]
+        instance = tracker.open_instance(state, self.domain.frame(last["frame"]), last["slots"])
         state["current"] = instance
         return instance
 
