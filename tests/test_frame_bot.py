@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from rejoinder.bots.frames.backends import idempotency_key, submit
-from rejoinder.bots.frames.bot import FrameBot, build_nlu
+from rejoinder.bots.frames.bot import EXAMPLES, FrameBot, build_nlu
 from rejoinder.bots.frames.demo_backend import free_port, serve_in_background
 from rejoinder.bots.frames.domain import load_domain
 from rejoinder.bots.frames.schema import Submit
@@ -233,3 +233,55 @@ def test_optional_template_parts_are_said_only_with_a_value():
     template = "Block your {card} card[ (reason: {reason})]?"
     assert fill(template, {"card": "debit"}) == "Block your debit card?"
     assert fill(template, {"card": "debit", "reason": "stolen"}) == "Block your debit card (reason: stolen)?"
+
+
+# -- a follow-up to the last request -----------------------------------------------------------------
+
+
+class UnsureAbout:
+    """The NLU, except that given texts get a given intent at a given confidence (a classifier's doubt)."""
+
+    def __init__(self, nlu, forced):
+        self.inner, self.forced = nlu, forced
+
+    def parse(self, text, now=None):
+        parse = self.inner.parse(text, now)
+        if text in self.forced:
+            parse.intent, parse.confidence = self.forced[text]
+        return parse
+
+
+@pytest.fixture(scope="module")
+def bank(tmp_path_factory, port):
+    """The example bank bots with the quick NLU (hashing embedder, no NER), by language."""
+    built = {}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("REJOINDER_HOME", str(tmp_path_factory.mktemp("home")))
+        for language in ("en", "ru"):
+            domain = load_domain(EXAMPLES / f"bank_{language}" / "domain.yaml")
+            built[language] = (domain, build_nlu(domain, embedder="hashing", ner=False))
+    return built
+
+
+def bank_bot(bank, language, forced=None):
+    domain, nlu = bank[language]
+    bot = FrameBot(domain, UnsureAbout(nlu, forced or {}), name="bank", demo_backend_port=0)
+    bot.prepare()
+    return bot
+
+
+LOST_DEBIT = ["I lost my visa on Monday in Rome", "yes"]
+
+
+def test_an_elliptical_follow_up_the_classifier_doubts_reopens_the_last_frame(bank):
+    bot = bank_bot(bank, "en", {"and my credit card too?": ("block_card", 0.55)})
+    replies, dialogue = talk(bot, [*LOST_DEBIT, "and my credit card too?"])
+    assert replies[2].text.startswith("Report your credit card lost on Monday 23 November 2026 in Rome")
+    assert dialogue.state["current"]["frame"] == "lost_card"
+
+
+def test_a_confident_new_request_after_a_finished_one_starts_its_own_frame(bank):
+    bot = bank_bot(bank, "en", {"block my credit card": ("block_card", 0.95)})
+    replies, dialogue = talk(bot, [*LOST_DEBIT, "block my credit card"])
+    assert replies[2].text.startswith("Block your credit card now?")
+    assert dialogue.state["current"]["frame"] == "block_card"

@@ -458,7 +458,6 @@ def eval_dialogues_command(
     import json
 
     from rejoinder.bots.frames.bot import create_bank, create_travel
-    from rejoinder.bots.frames.demo_backend import free_port
     from rejoinder.bots.frames.simulate import SimConfig, simulate
     from rejoinder.errors import ConfigError
 
@@ -475,14 +474,14 @@ def eval_dialogues_command(
             raise ConfigError("--dialogues: expected at least 1")
         if not 0.0 <= noise <= 1.0:
             raise ConfigError("--noise: expected a typo rate from 0 to 1")
-        port = free_port()
         llm = {"nlu": nlu, "model": model or "", "backend": backend, "base_url": base_url or ""}
         understanding = embedder if nlu == "classic" else f"LLM NLU, {backend}"
-        with console.status(f"building the {bot} bot ({understanding})"):
-            if bot == "bank":
-                frame_bot = create_bank(language, embedder=embedder, demo_backend_port=port, **llm)
-            else:
-                frame_bot = create_travel(embedder=embedder, demo_backend_port=port, **llm)
+        if bot == "bank":
+            frame_bot = create_bank(language, embedder=embedder, **llm)
+        else:
+            frame_bot = create_travel(embedder=embedder, **llm)
+        with console.status(f"preparing the {bot} bot ({understanding})") as status:
+            frame_bot.prepare(lambda e: status.update(escape(f"preparing the {bot} bot: {e.stage}: {e.detail}")))
         with console.status(f"simulating {dialogues} dialogues") as status:
             report = simulate(
                 frame_bot,

@@ -8,20 +8,28 @@ Strategy, each turn, once the state is updated (:mod:`tracker`):
   done or cancelled; an intent with a plain response (opening hours) is answered, and the open
   frame's question is asked again;
 - with no intent, values that fit the last finished frame ("And to Moscow?", "What about
-  tomorrow?") re-open it with the other values kept (ellipsis);
+  tomorrow?") re-open it with the other values kept (ellipsis); so does such a follow-up that the
+  classifier gives to another intent without being sure of it (below ``SWITCH_CONFIDENCE``: "and
+  my credit card too?" after a lost debit card is another lost card, not a request to block one);
 - in the open frame: ask for the first missing required slot with its prompt; when all are
   there, read back the confirmation template if the frame wants one, and take yes (submit), no
   (ask what to change) or new values (update and read back again); then submit to the backend
   and report its answer. A repeated or retried submission reuses its idempotency key and is never
   sent twice.
+
+Building a bot only reads and checks its domain. The slow first-use work - training the NLU models
+(cached by the hash of the training data) and starting the demo backend the example frames submit
+to - is :meth:`FrameBot.prepare`, with progress; a bot that nobody prepared prepares itself on its
+first turn.
 """
 
 from __future__ import annotations
 
 import re
 import string
+import threading
+from collections.abc import Callable
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -29,13 +37,17 @@ from rejoinder.bots.frames import tracker
 from rejoinder.bots.frames.backends import Outcome, idempotency_key, submit
 from rejoinder.bots.frames.domain import Domain
 from rejoinder.bots.frames.nlu.pipeline import NLU, Parse, is_short
-from rejoinder.bots.frames.schema import Frame
+from rejoinder.bots.frames.schema import Frame, Submit
 from rejoinder.bots.frames.values import city_name
-from rejoinder.dialogue import Dialogue, Reply
+from rejoinder.dialogue import Cancel, Dialogue, Progress, ProgressFn, Readiness, Reply
 from rejoinder.errors import InvalidMessage
+from rejoinder.resources import package_path
 
 SWITCH_CONFIDENCE = 0.8
-"""Below this intent confidence, an utterance that answers the open question stays in the open frame."""
+"""Below this intent confidence, an utterance that answers the open question stays in the open frame,
+and an elliptical follow-up that fits the last finished frame re-opens it."""
+DEMO_BACKEND = "http://127.0.0.1:8765"
+"""Submit URLs under this prefix go to the demo backend, wherever it runs (see ``demo_backend_port``)."""
 _ELLIPSIS_OPENERS = ("and ", "what about", "how about", "а ", "и ", "а если", "а как насчёт", "а как насчет")
 
 
@@ -101,16 +113,94 @@ class _Result:
         return "{result." + name + "}"
 
 
-class FrameBot:
-    """Fills a domain's slot frames in conversation and submits them."""
+NLUBuilder = Callable[[ProgressFn | None, Cancel | None], Any]
+"""Makes a bot's NLU when it is prepared; returns None when the cancel was set before it finished."""
 
-    def __init__(self, domain: Domain, nlu: NLU, *, name: str = "frames", min_intent_confidence: float = 0.5) -> None:
+
+class FrameBot:
+    """Fills a domain's slot frames in conversation and submits them.
+
+    Give it a ready ``nlu``, or a ``build_nlu`` that :meth:`prepare` runs. With
+    ``demo_backend_port`` (0: any free port) the frames' ``http://127.0.0.1:8765/...`` URLs go to a
+    demo backend that :meth:`prepare` starts in this process; without it, URLs are used as written.
+    """
+
+    def __init__(
+        self,
+        domain: Domain,
+        nlu: Any = None,
+        *,
+        name: str = "frames",
+        min_intent_confidence: float = 0.5,
+        build_nlu: NLUBuilder | None = None,
+        demo_backend_port: int | None = None,
+    ) -> None:
+        if nlu is None and build_nlu is None:
+            raise ValueError("FrameBot needs an nlu or a build_nlu")
         self.name = name
         self.domain = domain
-        self.nlu = nlu
         self.min_intent_confidence = min_intent_confidence
         self.zone = ZoneInfo(domain.timezone)
         self.phraser: Any = None  # e.g. nlu.llm.QuestionPhraser: words the next question with an LLM
+        self._nlu = nlu
+        self._build_nlu = build_nlu
+        uses_demo = any(f.submit and f.submit.url and f.submit.url.startswith(DEMO_BACKEND) for f in domain.frames)
+        self._demo_port = demo_backend_port if uses_demo else None
+        self._demo_base: str | None = None
+        self._preparing = threading.Lock()
+
+    # -- preparation -------------------------------------------------------------------------------
+    def _left(self) -> list[str]:
+        left = []
+        if self._demo_port is not None and self._demo_base is None:
+            left.append("start the demo backend")
+        if self._nlu is None:
+            left.append("train or load the NLU models")
+        return left
+
+    def readiness(self) -> Readiness:
+        left = self._left()
+        total = int(self._demo_port is not None) + int(self._build_nlu is not None)
+        if not left:
+            return Readiness(True, True, "", total, total)
+        return Readiness(False, False, "to do: " + "; ".join(left), total - len(left), total)
+
+    def prepare(self, progress: ProgressFn | None = None, cancel: Cancel | None = None) -> None:
+        """Start the demo backend (if the frames use it) and build the NLU; idempotent."""
+        with self._preparing:
+            if self._demo_port is not None and self._demo_base is None:
+                if cancel is not None and cancel.is_set:
+                    return
+                from rejoinder.bots.frames.demo_backend import serve_in_background
+
+                _report(progress, Progress("demo backend", 0, 1, "starting on 127.0.0.1"))
+                self._demo_base = f"http://127.0.0.1:{serve_in_background(self._demo_port)}"
+                _report(progress, Progress("demo backend", 1, 1, self._demo_base))
+            if self._nlu is None and self._build_nlu is not None:
+                if cancel is not None and cancel.is_set:
+                    return
+                self._nlu = self._build_nlu(progress, cancel)
+
+    @property
+    def nlu(self) -> Any:
+        """The NLU; built (trained on first use) by :meth:`prepare` if nobody prepared the bot yet."""
+        if self._nlu is None:
+            self.prepare()
+        return self._nlu
+
+    @property
+    def demo_backend_url(self) -> str | None:
+        """Where this bot's demo backend answers, once :meth:`prepare` has started it."""
+        return self._demo_base
+
+    def submit_spec(self, frame: Frame) -> Submit | None:
+        """Where the frame is submitted: its own ``submit``, with demo-backend URLs pointed at ours."""
+        spec = frame.submit
+        if spec is None or self._demo_port is None or not (spec.url and spec.url.startswith(DEMO_BACKEND)):
+            return spec
+        if self._demo_base is None:
+            self.prepare()
+        return spec.model_copy(update={"url": f"{self._demo_base}{spec.url[len(DEMO_BACKEND) :]}"})
 
     def greet(self, dialogue: Dialogue) -> Reply | None:
         dialogue.state.update(tracker.new_state())
@@ -151,6 +241,14 @@ class FrameBot:
             return self._record(state, parse, {}, "cancel", self._with_resume(state, text, now), 1.0)
 
         frame = self.domain.frame_for_intent(intent)
+        if (
+            current is None
+            and intent is not None
+            and parse.confidence < SWITCH_CONFIDENCE
+            and (frame is None or frame.name != (state.get("last") or {}).get("frame"))
+            and self._ellipsis_values(state, parse, now)
+        ):
+            frame = intent = None  # "and my credit card too?": the last request again with a new value
         elsewhere = intent is not None and (frame is None or (current is not None and frame.name != current["frame"]))
         if (
             elsewhere
@@ -191,18 +289,20 @@ class FrameBot:
         found = tracker.extract(parse, frame, current, state, language=self.domain.language, now=now)
         return bool(found) if current["phase"] == "confirming" or asked == tracker.CHANGE else asked in found
 
-    def _ellipsis(self, state: dict[str, Any], parse: Parse, now: datetime) -> dict[str, Any] | None:
+    def _ellipsis_values(self, state: dict[str, Any], parse: Parse, now: datetime) -> dict[str, Any]:
+        """The values an elliptical follow-up gives for the last finished frame ({} when it is none)."""
         last = state.get("last")
-        if last is None:
-            return None
-        if not _elliptical(parse.text):
-            return None
+        if last is None or not _elliptical(parse.text):
+            return {}
         frame = self.domain.frame(last["frame"])
         probe = tracker.open_instance({"instances": 0}, frame)
-        found = tracker.extract(parse, frame, probe, state, language=self.domain.language, now=now)
-        if not found:
+        return tracker.extract(parse, frame, probe, state, language=self.domain.language, now=now)
+
+    def _ellipsis(self, state: dict[str, Any], parse: Parse, now: datetime) -> dict[str, Any] | None:
+        if not self._ellipsis_values(state, parse, now):
             return None
-        instance = tracker.open_instance(state, frame, last["slots"])
+        last = state["last"]
+        instance = tracker.open_instance(state, self.domain.frame(last["frame"]), last["slots"])
         state["current"] = instance
         return instance
 
@@ -256,7 +356,7 @@ class FrameBot:
             if stored is not None and stored["ok"]:
                 outcome = Outcome(**stored)
             else:
-                outcome = submit(frame.submit, frame.name, values, key)
+                outcome = submit(self.submit_spec(frame) or frame.submit, frame.name, values, key)
                 state["submissions"][key] = outcome.as_dict()
         instance["outcome"] = outcome.as_dict()
         if outcome.ok:
@@ -313,12 +413,30 @@ class FrameBot:
 
 # -- building bots -------------------------------------------------------------------------------
 
-EXAMPLES = Path(__file__).parent / "examples"
-DEMO_BACKEND = "http://127.0.0.1:8765"
+EXAMPLES = package_path("bots", "frames", "examples")
 
 
-def build_nlu(domain: Domain, *, classifier: str = "embedding", embedder: str = "minilm", ner: bool = True) -> NLU:
-    """Train (or load the cached) intent classifier and slot tagger of a domain."""
+def _report(progress: ProgressFn | None, event: Progress) -> None:
+    if progress is not None:
+        progress(event)
+
+
+def build_nlu(
+    domain: Domain,
+    *,
+    classifier: str = "embedding",
+    embedder: str = "minilm",
+    ner: bool = True,
+    progress: ProgressFn | None = None,
+    cancel: Cancel | None = None,
+) -> NLU | None:
+    """Train (or load the cached) intent classifier and slot tagger of a domain, load its NER and
+    run one utterance through it all, so that the first real turn waits for nothing.
+
+    Trained models are cached in the data directory by the hash of the training data and frames.
+    Progress goes to ``progress`` (stage ``nlu``, four steps); when ``cancel`` is set between steps
+    it returns None, and a later call resumes from the models already cached.
+    """
     from rejoinder.bots.frames import values
     from rejoinder.bots.frames.nlu.data import load_nlu_data
     from rejoinder.bots.frames.nlu.intents import load_intent_classifier, make_intent_classifier
@@ -334,35 +452,54 @@ def build_nlu(domain: Domain, *, classifier: str = "embedding", embedder: str = 
     def value_types(text: str) -> list[tuple[int, int, str]]:
         return [(v.start, v.end, v.type) for v in values.extract_all(text, kinds, lang=domain.language)]
 
+    def step(done: int, detail: str) -> bool:
+        _report(progress, Progress("nlu", done, 4, detail))
+        return cancel is not None and cancel.is_set
+
     intents = tagger = None
     if domain.nlu_path is not None:
         folder = data_dir() / "frames" / f"{domain.name}-{domain.fingerprint()}-{classifier}-{embedder}"
         data = load_nlu_data(domain.nlu_path)
         options = {"embedder": embedder} if classifier == "embedding" else {}
+        if step(0, "intent classifier"):
+            return None
         try:
             intents = load_intent_classifier(folder / "intents")
         except ConfigError:
+            step(0, f"intent classifier: training on {len(data.examples)} examples (first use; cached afterwards)")
             intents = make_intent_classifier(classifier, **options)
             intents.fit([e.text for e in data.examples], [e.intent for e in data.examples])
             intents.save(folder / "intents")
+        if step(1, "slot tagger"):
+            return None
         if any(e.spans for e in data.examples):
             try:
                 tagger = CRFSlotTagger.load(folder / "slots", value_types=value_types)
             except ConfigError:
+                step(1, "slot tagger: training (first use; cached afterwards)")
                 tagger = CRFSlotTagger(value_types=value_types)
                 tagger.fit(data.examples)
                 tagger.save(folder / "slots")
+    if step(2, "named entities" if ner else "named entities: off"):
+        return None
     recogniser = None
     if ner:
         try:
             recogniser = load_ner(domain.language)
-        except ConfigError:
-            recogniser = None
-    return NLU(domain.language, intents, tagger, recogniser)
+        except ConfigError as exc:  # the bot works without NER; say why it is off
+            _report(progress, Progress("nlu", 2, 4, f"named entities: off ({exc})"))
+    if step(3, "warming up (the first utterance through the whole pipeline)"):
+        return None
+    understanding = NLU(domain.language, intents, tagger, recogniser)
+    understanding.parse(domain.say("greet") or "hello")
+    _report(progress, Progress("nlu", 4, 4, "ready"))
+    return understanding
 
 
 def _start_demo_backend(domain: Domain, port: int) -> Domain:
-    """Point the example frames at the demo backend on ``port`` and start it there if needed."""
+    """Start this process's demo backend on ``port`` (0: any free one) and point the frames' demo URLs
+    at it. For tests and benchmarks that build a :class:`FrameBot` themselves; bots made by
+    :func:`create` do this in :meth:`FrameBot.prepare` instead."""
     from rejoinder.bots.frames.demo_backend import serve_in_background
 
     uses_demo = any(f.submit and f.submit.url and f.submit.url.startswith(DEMO_BACKEND) for f in domain.frames)
@@ -384,7 +521,7 @@ def create(
     classifier: str = "embedding",
     embedder: str = "minilm",
     ner: bool | str = True,
-    demo_backend_port: int | str = 8765,
+    demo_backend_port: int | str = 0,
     min_intent_confidence: float | str = 0.5,
     nlu: str = "classic",
     model: str = "",
@@ -408,23 +545,38 @@ def create(
         raise ConfigError(f"option nlu={nlu!r}: expected 'classic' or 'llm'")
     if as_bool("phrase_questions", phrase_questions) and nlu != "llm":
         raise ConfigError("option phrase_questions=true needs nlu=llm (the model that words the questions)")
-    loaded = _start_demo_backend(load_domain(domain), as_number("demo_backend_port", demo_backend_port, int))
-    if nlu == "llm":
-        from rejoinder.bots.frames.nlu.llm import build_llm_nlu
+    port = as_number("demo_backend_port", demo_backend_port, int)
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"option demo_backend_port={port}: expected a port from 1 to 65535, or 0 for any free one")
+    confidence = as_number("min_intent_confidence", min_intent_confidence, float)
+    phrase = as_bool("phrase_questions", phrase_questions)
+    use_ner = as_bool("ner", ner)
+    if nlu == "classic":
+        try:
+            from rejoinder.bots.frames.nlu.intents import KINDS
+        except ImportError as exc:
+            raise ConfigError(f"the frame bots need {exc.name!r}: pip install 'rejoinder[frames]'") from None
+        if classifier not in KINDS:
+            raise ConfigError(f"option classifier={classifier!r}: expected one of {', '.join(KINDS)}")
+        if embedder not in ("minilm", "hashing"):
+            raise ConfigError(f"option embedder={embedder!r}: expected 'minilm' or 'hashing'")
+    loaded = load_domain(domain)
+    bot: FrameBot
 
-        understanding: Any = build_llm_nlu(loaded, model=model, backend=backend, base_url=base_url)
-    else:
-        understanding = build_nlu(loaded, classifier=classifier, embedder=embedder, ner=as_bool("ner", ner))
-    bot = FrameBot(
-        loaded,
-        understanding,
-        name="frames",
-        min_intent_confidence=as_number("min_intent_confidence", min_intent_confidence, float),
-    )
-    if as_bool("phrase_questions", phrase_questions):
-        from rejoinder.bots.frames.nlu.llm import QuestionPhraser
+    def build(progress: ProgressFn | None, cancel: Cancel | None) -> Any:
+        if nlu == "classic":
+            return build_nlu(loaded, classifier=classifier, embedder=embedder, ner=use_ner, progress=progress,
+                             cancel=cancel)  # fmt: skip
+        from rejoinder.bots.frames.nlu.llm import QuestionPhraser, build_llm_nlu
 
-        bot.phraser = QuestionPhraser(understanding.backend, loaded.language)
+        _report(progress, Progress("nlu", 0, 1, f"loading the language model ({model or 'default'}, {backend})"))
+        understanding = build_llm_nlu(loaded, model=model, backend=backend, base_url=base_url)
+        if phrase:
+            bot.phraser = QuestionPhraser(understanding.backend, loaded.language)
+        _report(progress, Progress("nlu", 1, 1, "ready"))
+        return understanding
+
+    bot = FrameBot(loaded, name="frames", min_intent_confidence=confidence, build_nlu=build, demo_backend_port=port)
     return bot
 
 
@@ -432,7 +584,7 @@ def create_bank(
     language: str = "en",
     classifier: str = "embedding",
     embedder: str = "minilm",
-    demo_backend_port: int | str = 8765,
+    demo_backend_port: int | str = 0,
     nlu: str = "classic",
     model: str = "",
     backend: str = "auto",
@@ -455,7 +607,7 @@ def create_bank(
 def create_travel(
     classifier: str = "embedding",
     embedder: str = "minilm",
-    demo_backend_port: int | str = 8765,
+    demo_backend_port: int | str = 0,
     nlu: str = "classic",
     model: str = "",
     backend: str = "auto",

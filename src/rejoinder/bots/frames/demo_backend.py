@@ -4,15 +4,26 @@ FastAPI endpoints that accept a filled frame as JSON and answer with a result; e
 keyed by its ``Idempotency-Key`` header, and a repeated key returns the first answer without
 doing the work again (``/_stats`` counts what was really done, for tests and the simulator).
 
+A bot never trusts whatever happens to listen on a port: :func:`serve_in_background` binds the
+port itself (port 0: one the system picks), serves there from a daemon thread of this process, and
+checks that ``/_identity`` answers with the secret token it gave that server. A port held by
+anything else is an error, not a backend.
+
     python -m rejoinder.bots.frames.demo_backend --port 8765
 """
 
 import argparse
 import hashlib
+import secrets
 import socket
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any
+
+from rejoinder.errors import ConfigError
+
+SERVICE = "rejoinder-demo-backend"
 
 BALANCES = {"savings": "8,020.00", "credit": "-312.45", "current": "1,254.30"}
 ACCOUNT_WORDS = {"savings": ("saving", "сберегат", "накопит"), "credit": ("credit", "кредит")}
@@ -26,8 +37,11 @@ def account_kind(value: object) -> str:
     return "current"
 
 
-def create_app() -> Any:
+def create_app(token: str | None = None) -> Any:
+    """The demo backend's FastAPI app; ``/_identity`` answers with ``token`` (a random one by default)."""
     from fastapi import FastAPI, Header, HTTPException, Request
+
+    token = token or secrets.token_hex(16)
 
     app = FastAPI(title="Rejoinder demo backend")
     done: dict[str, dict[str, Any]] = {}
@@ -70,6 +84,10 @@ def create_app() -> Any:
     def stats() -> dict[str, Any]:
         return {"done": dict(counts), "keys": len(done)}
 
+    @app.get("/_identity")
+    def identity() -> dict[str, str]:
+        return {"service": SERVICE, "token": token}
+
     return app
 
 
@@ -85,23 +103,71 @@ def port_open(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-_SERVERS: dict[int, Any] = {}
+@dataclass
+class _Running:
+    server: Any
+    thread: threading.Thread
+    port: int
+    token: str
 
 
-def serve_in_background(port: int) -> int:
-    """Start the demo backend on 127.0.0.1:port in a daemon thread (once per process); return the port."""
+_SERVERS: dict[int, _Running] = {}
+"""This process's demo backends by the port asked for (0 for "any") and by the port they hold."""
+_LOCK = threading.Lock()
+START_TIMEOUT_S = 10.0
+
+
+def answers_as_ours(port: int, token: str, timeout_s: float = 2.0) -> bool:
+    """Whether what listens on 127.0.0.1:port is the demo backend that was given ``token``."""
+    import httpx
+
+    try:
+        answer = httpx.get(f"http://127.0.0.1:{port}/_identity", timeout=timeout_s).json()
+    except (httpx.HTTPError, ValueError):
+        return False
+    return isinstance(answer, dict) and answer.get("service") == SERVICE and answer.get("token") == token
+
+
+def serve_in_background(port: int = 0) -> int:
+    """Serve the demo backend on 127.0.0.1:port from a daemon thread; return the port it holds.
+
+    Port 0 takes one the system picks. One server per process and port: a later call gets the same
+    server back once it has answered with its token again. A port that another process holds is
+    refused with :class:`ConfigError`; a server that does not answer with its token in time too.
+    """
     import uvicorn
 
-    if port in _SERVERS or port_open(port):
-        return port
-    server = uvicorn.Server(uvicorn.Config(create_app(), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, name=f"demo-backend-{port}", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.02)
-    _SERVERS[port] = server
-    return port
+    with _LOCK:
+        running = _SERVERS.get(port)
+        if running is not None and running.thread.is_alive() and answers_as_ours(running.port, running.token):
+            return running.port
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does; a listener still blocks
+        try:
+            listener.bind(("127.0.0.1", port))
+        except OSError as exc:
+            listener.close()
+            raise ConfigError(
+                f"option demo_backend_port={port}: 127.0.0.1:{port} is taken ({exc.strerror}), and a port held by "
+                "another process is never trusted as the demo backend; choose a free port, or 0 for any free one"
+            ) from None
+        actual = int(listener.getsockname()[1])
+        token = secrets.token_hex(16)
+        config = uvicorn.Config(create_app(token), host="127.0.0.1", port=actual, log_level="warning")
+        server = uvicorn.Server(config)
+        thread = threading.Thread(
+            target=server.run, kwargs={"sockets": [listener]}, name=f"demo-backend-{actual}", daemon=True
+        )
+        thread.start()
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not server.started and thread.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if not (server.started and answers_as_ours(actual, token)):
+            server.should_exit = True
+            raise ConfigError(f"the demo backend on 127.0.0.1:{actual} did not start within {START_TIMEOUT_S:.0f} s")
+        running = _Running(server, thread, actual, token)
+        _SERVERS[port] = _SERVERS[actual] = running
+        return actual
 
 
 def main() -> None:

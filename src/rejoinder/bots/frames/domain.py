@@ -13,8 +13,9 @@
       human: Connecting you with an operator.
       fallback: Sorry, I did not get that.
 
-The NLU models are trained when the domain is first loaded and cached (by the hash of the
-training data) in the data directory, so later starts take seconds.
+Loading a domain reads and checks its files and nothing else. The NLU models are trained when a
+bot over it is first prepared (``FrameBot.prepare``) and cached (by the hash of the training data)
+in the data directory, so later starts take seconds.
 """
 
 from __future__ import annotations
