@@ -235,7 +235,7 @@ def test_optional_template_parts_are_said_only_with_a_value():
     assert fill(template, {"card": "debit", "reason": "stolen"}) == "Block your debit card (reason: stolen)?"
 
 
-# -- a follow-up to the last request -----------------------------------------------------------------
+# -- a follow-up to the last request, and goodbyes while a question is open -------------------------
 
 
 class UnsureAbout:
@@ -285,3 +285,75 @@ def test_a_confident_new_request_after_a_finished_one_starts_its_own_frame(bank)
     replies, dialogue = talk(bot, [*LOST_DEBIT, "block my credit card"])
     assert replies[2].text.startswith("Block your credit card now?")
     assert dialogue.state["current"]["frame"] == "block_card"
+
+
+@pytest.mark.parametrize("goodbye", ["thanks, bye", "bye", "goodbye", "ok, bye then"])
+def test_a_goodbye_while_a_slot_is_asked_parks_the_request_unsent(bot, port, goodbye):
+    before = bookings(port)
+    replies, dialogue = talk(bot, ["book a ticket", "Berlin", goodbye])
+    assert replies[2].meta["action"] == "park"
+    assert "Nothing has been sent" in replies[2].text and "booking" not in replies[2].text.lower()
+    assert '"continue"' in replies[2].text
+    assert dialogue.state["current"] is None and dialogue.state["parked"][-1]["frame"] == "travel"
+    assert bookings(port) == before
+
+
+def test_continue_picks_a_parked_request_up_where_it_stopped(bot, port):
+    before = bookings(port)
+    replies, dialogue = talk(bot, ["book a ticket", "Berlin", "thanks, bye", "hi", "continue", "tomorrow", "yes"])
+    assert replies[3].text.endswith('Your request (travel) is not finished yet: say "continue" to pick it up.')
+    assert replies[4].meta["action"] == "resume"
+    assert replies[4].text == "Now, back to travel. When are you travelling?"
+    assert replies[5].text == "Tickets to Berlin on Friday 27 November 2026"
+    assert replies[6].meta["action"] == "submitted" and bookings(port) == before + 1
+    assert dialogue.state["parked"] == []
+
+
+def test_a_goodbye_at_the_read_back_submits_nothing(bot, port):
+    before = bookings(port)
+    replies, dialogue = talk(bot, ["I want to fly from Moscow to Paris tomorrow", "no thanks, bye"])
+    assert replies[1].meta["action"] == "park" and bookings(port) == before
+    [cancelled], _ = talk(bot, ["cancel"], dialogue)
+    assert cancelled.text == "Okay, I've cancelled that." and dialogue.state["parked"] == []
+
+
+def test_yes_with_a_goodbye_at_the_read_back_submits_and_says_goodbye(bot, port):
+    before = bookings(port)
+    dialogue = Dialogue(bot="frames", conversation_id="yes-and-bye")
+    replies, _ = talk(bot, ["I want to fly from Moscow to Paris tomorrow", "yes, thanks, bye"], dialogue)
+    assert replies[1].meta["action"] == "submitted" and bookings(port) == before + 1
+    assert replies[1].text.endswith("Goodbye!")
+
+
+@pytest.mark.parametrize(
+    ("language", "opening", "goodbye", "resume", "question"),
+    [
+        ("en", "I lost my card", "thanks, bye", "continue", "Which card did you lose"),
+        ("en", "I lost my visa on Monday in Rome", "bye", "let's continue", "Report your debit card lost"),
+        ("ru", "я потерял карту", "до свидания", "продолжить", "Какую карту вы потеряли"),
+        ("ru", "потерял кредитку в понедельник в Казани", "спасибо, пока", "давайте продолжим", "Проверим: кредитная"),
+    ],
+)
+def test_the_bank_bot_parks_a_request_at_goodbye_and_resumes_it_in_both_languages(
+    bank, language, opening, goodbye, resume, question
+):
+    bot = bank_bot(bank, language)
+    stats = f"{bot.demo_backend_url}/_stats"
+    before = httpx.get(stats).json()["done"].get("lost_card", 0)
+    replies, dialogue = talk(bot, [opening, goodbye, resume])
+    assert replies[0].text.startswith(question)
+    parked = {"en": "Nothing has been submitted", "ru": "Я ничего не отправила"}[language]
+    assert replies[1].meta["action"] == "park" and replies[1].text.startswith(parked)
+    assert {"en": "reporting a lost or stolen card", "ru": "потеря или кража карты"}[language] in replies[1].text
+    assert replies[2].meta["action"] == "resume" and question in replies[2].text
+    assert dialogue.state["current"]["frame"] == "lost_card"
+    assert httpx.get(stats).json()["done"].get("lost_card", 0) == before
+
+
+def test_russian_poka_is_a_goodbye_only_at_the_end():
+    from rejoinder.bots.frames.nlu.pipeline import dialogue_acts
+
+    assert "goodbye" in dialogue_acts("спасибо, пока", "ru")
+    assert "goodbye" in dialogue_acts("ну пока!", "ru")
+    assert "goodbye" not in dialogue_acts("пока не знаю", "ru")
+    assert "goodbye" not in dialogue_acts("заблокируйте пока что", "ru")

@@ -11,6 +11,8 @@ Strategy, each turn, once the state is updated (:mod:`tracker`):
   tomorrow?") re-open it with the other values kept (ellipsis); so does such a follow-up that the
   classifier gives to another intent without being sure of it (below ``SWITCH_CONFIDENCE``: "and
   my credit card too?" after a lost debit card is another lost card, not a request to block one);
+- a goodbye while a question is open parks the frame (nothing is submitted) and says so; "continue"
+  picks it up again where it stopped;
 - in the open frame: ask for the first missing required slot with its prompt; when all are
   there, read back the confirmation template if the frame wants one, and take yes (submit), no
   (ask what to change) or new values (update and read back again); then submit to the backend
@@ -230,15 +232,23 @@ class FrameBot:
         if "human" in acts and intent is None:
             return self._record(state, parse, {}, "handoff", self.domain.say("human"), 1.0)
         if "restart" in acts:
-            state.update({"current": None, "stack": []})
+            state.update({"current": None, "stack": [], "parked": []})
             return self._record(state, parse, {}, "restart", self.domain.say("restart"), 1.0)
         if "cancel" in acts and intent is None:
+            if current is None and state.get("parked"):
+                state["parked"] = []
+                return self._record(state, parse, {}, "cancel", self.domain.say("cancelled"), 1.0)
             if current is None:
                 return self._record(state, parse, {}, "cancel", self.domain.say("nothing_to_cancel"), 1.0)
             current["phase"] = "cancelled"
             state["current"] = state["stack"].pop() if state["stack"] else None
             text = self.domain.say("cancelled")
             return self._record(state, parse, {}, "cancel", self._with_resume(state, text, now), 1.0)
+        unsure = intent is None or parse.confidence < SWITCH_CONFIDENCE
+        if "goodbye" in acts and current is not None and unsure and self._leaves(state, parse, current, now):
+            return self._park(state, parse)
+        if "resume" in acts and current is None and unsure:
+            return self._resume(state, parse, now)
 
         frame = self.domain.frame_for_intent(intent)
         if (
@@ -274,8 +284,11 @@ class FrameBot:
             if reopened is None:
                 for act in ("greet", "goodbye", "help"):
                     if act in acts:
-                        return self._record(state, parse, {}, act, self.domain.say(act), 1.0)
-                return self._record(state, parse, {}, "fallback", self.domain.say("fallback"), 0.0)
+                        text = self.domain.say(act)
+                        text = text if act == "goodbye" else self._with_parked(state, text)
+                        return self._record(state, parse, {}, act, text, 1.0)
+                text = self._with_parked(state, self.domain.say("fallback"))
+                return self._record(state, parse, {}, "fallback", text, 0.0)
             current = reopened
 
         return self._fill(state, dialogue, parse, current, now)
@@ -305,6 +318,33 @@ class FrameBot:
         instance = tracker.open_instance(state, self.domain.frame(last["frame"]), last["slots"])
         state["current"] = instance
         return instance
+
+    def _leaves(self, state: dict[str, Any], parse: Parse, current: dict[str, Any], now: datetime) -> bool:
+        """Whether a goodbye ends the conversation rather than answering: it says yes to nothing and gives no value."""
+        if "affirm" in parse.acts and current["phase"] == "confirming":
+            return False  # "yes, thanks, bye": submit first
+        frame = self.domain.frame(current["frame"])
+        return not tracker.extract(parse, frame, current, state, language=self.domain.language, now=now)
+
+    def _park(self, state: dict[str, Any], parse: Parse) -> tuple[str, str, float]:
+        """Put the open frame (and those it interrupted) aside unsubmitted, to be resumed by "continue"."""
+        parked = [*state["stack"], state["current"]]
+        state.update({"current": None, "stack": [], "parked": parked})
+        text = self.domain.say("goodbye_open", frame=self.domain.title(parked[-1]["frame"]))
+        return self._record(state, parse, {}, "park", text, 1.0)
+
+    def _resume(self, state: dict[str, Any], parse: Parse, now: datetime) -> tuple[str, str, float]:
+        parked = state.get("parked") or []
+        if not parked:
+            return self._record(state, parse, {}, "resume", self.domain.say("nothing_to_resume"), 1.0)
+        state.update({"current": parked[-1], "stack": parked[:-1], "parked": []})
+        return self._record(state, parse, {}, "resume", self._with_resume(state, "", now), 1.0)
+
+    def _with_parked(self, state: dict[str, Any], text: str) -> str:
+        parked = state.get("parked")
+        if not parked:
+            return text
+        return f"{text} {self.domain.say('parked', frame=self.domain.title(parked[-1]['frame']))}"
 
     def _fill(
         self, state: dict[str, Any], dialogue: Dialogue, parse: Parse, instance: dict[str, Any], now: datetime
@@ -372,6 +412,8 @@ class FrameBot:
         if outcome.ok:
             state["current"] = state["stack"].pop() if state["stack"] else None
             text = self._with_resume(state, text, now)
+            if "goodbye" in parse.acts and state["current"] is None:
+                text = f"{text} {self.domain.say('goodbye')}"
         return self._record(state, parse, changed, action, text, 1.0)
 
     def _fill_template(self, frame: Frame, template: str, values: dict[str, Any]) -> str:

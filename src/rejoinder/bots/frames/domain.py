@@ -40,6 +40,12 @@ DEFAULT_RESPONSES = {
         "resume": "Now, back to {frame}.",
         "change": "What would you like to change?",
         "nothing_to_cancel": "There is nothing to cancel.",
+        "goodbye_open": (
+            'Goodbye! Nothing has been sent: your request ({frame}) is kept as it was, and saying "continue" '
+            "picks it up where we stopped."
+        ),
+        "parked": 'Your request ({frame}) is not finished yet: say "continue" to pick it up.',
+        "nothing_to_resume": "There is nothing to continue. How can I help?",
     },
     "ru": {
         "greet": "Здравствуйте! Чем могу помочь?",
@@ -52,6 +58,12 @@ DEFAULT_RESPONSES = {
         "resume": "Вернёмся к теме «{frame}».",
         "change": "Что нужно изменить?",
         "nothing_to_cancel": "Отменять нечего.",
+        "goodbye_open": (
+            "До свидания! Ничего не отправлено: запрос («{frame}») сохранён как есть — напишите «продолжить», "
+            "и мы вернёмся к нему."
+        ),
+        "parked": "Запрос «{frame}» не закончен: напишите «продолжить», чтобы вернуться к нему.",
+        "nothing_to_resume": "Продолжать нечего. Чем могу помочь?",
     },
 }
 

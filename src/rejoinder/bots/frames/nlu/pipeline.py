@@ -1,7 +1,7 @@
 """One utterance through the whole NLU: intent, dialogue acts, tagged slots, typed values, entities.
 
 Dialogue acts that every goal-oriented bot needs (yes, no, cancel, start over, help, a human,
-hello, goodbye) are recognised by word rules in English and Russian, so a domain's training data
+hello, goodbye, continue) are recognised by word rules in English and Russian, so a domain's training data
 only has to teach its own intents.
 """
 
@@ -49,10 +49,16 @@ ACTS: dict[str, dict[str, tuple[str, ...]]] = {
         "ru": ("привет", "здравствуйте", "здравствуй", "добрый день", "доброе утро", "добрый вечер"),
     },
     "goodbye": {
-        "en": ("bye", "goodbye", "see you", "thanks bye", "that's all"),
-        "ru": ("пока", "до свидания", "всего доброго", "это всё", "это все"),
+        "en": ("bye", "goodbye", "bye bye", "see you", "thanks bye", "that's all", "good night"),
+        "ru": ("пока", "до свидания", "всего доброго", "всего хорошего", "это всё", "это все", "до встречи"),
+    },
+    "resume": {
+        "en": ("continue", "resume", "let's continue", "let's finish", "where were we"),
+        "ru": ("продолжить", "продолжим", "продолжай", "продолжайте", "давайте продолжим", "вернёмся", "вернемся"),
     },
 }  # fmt: skip
+AT_END = {"ru": ("пока",)}
+"""Phrases that are an act only as the last words: "спасибо, пока" says goodbye, "пока не знаю" ("not yet") does not."""
 
 _WORDS = re.compile(r"[\w']+", re.UNICODE)
 
@@ -62,9 +68,12 @@ def dialogue_acts(text: str, language: str) -> list[str]:
     words = " ".join(_WORDS.findall(text.lower().replace("’", "'")))
     padded = f" {words} "
     found = []
+    at_end = AT_END.get(language, ())
     for act, phrases in ACTS.items():
-        if any(f" {phrase} " in padded for phrase in phrases.get(language, ())):
-            found.append(act)
+        for phrase in phrases.get(language, ()):
+            if padded.endswith(f" {phrase} ") if phrase in at_end else f" {phrase} " in padded:
+                found.append(act)
+                break
     return found
 
 
