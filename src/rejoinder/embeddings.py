@@ -100,7 +100,7 @@ class MiniLMEmbedder:
             from sentence_transformers import SentenceTransformer
         except ImportError as exc:
             raise ConfigError(
-                f"the MiniLM embedder needs {exc.name!r}: pip install 'rejoinder[retrieval]' "
+                f"the MiniLM embedder needs {exc.name!r}: pip install 'rejoinder[embeddings]' "
                 "(after torch==2.13.0), or use embedder=hashing"
             ) from None
         if threads:
