@@ -100,9 +100,9 @@ def as_lines(language: str) -> list[str]:
     return lines
 
 
-def walk(bot: FrameBot, language: str) -> list[dict]:
+def walk(bot: FrameBot, language: str, conversation: str) -> list[dict]:
     """Play the script against ``bot`` on the fixed clock; every reply must be the script's, word for word."""
-    dialogue = Dialogue(bot="bank", conversation_id=f"walk-bank_{language}")
+    dialogue = Dialogue(bot="bank", conversation_id=conversation)
     assert bot.greet(dialogue).text == GREETING[language]
     submitted = []
     for said, expected in SCRIPTS[language]:
@@ -119,9 +119,9 @@ def lost_cards(bot: FrameBot) -> int:
     return httpx.get(f"{bot.demo_backend_url}/_stats").json()["done"].get("lost_card", 0)
 
 
-def check_two_reports(bot: FrameBot, language: str) -> None:
+def check_two_reports(bot: FrameBot, language: str, conversation: str) -> None:
     before = lost_cards(bot)
-    first, second = walk(bot, language)
+    first, second = walk(bot, language, conversation)
     assert lost_cards(bot) - before == 2  # two reports, each sent once
     assert first["when"] == second["when"] and first["where"] == second["where"]
     assert first["card"] != second["card"]
@@ -136,7 +136,7 @@ def test_a_lost_card_is_reported_with_corrections_and_ellipsis(language):
     domain = load_domain(EXAMPLES / f"bank_{language}" / "domain.yaml")
     bot = FrameBot(domain, build_nlu(domain, embedder="hashing", ner=False), name="bank", demo_backend_port=0)
     bot.prepare()
-    check_two_reports(bot, language)
+    check_two_reports(bot, language, f"walk-quick-{language}")
 
 
 @pytest.mark.slow
@@ -145,7 +145,7 @@ def test_the_default_bank_bot_says_the_readme_transcript_word_for_word(language)
     """``rejoinder chat --bot bank [-o language=ru]`` as users get it: MiniLM intents, NER on."""
     bot = create_bank(language)
     bot.prepare()
-    check_two_reports(bot, language)
+    check_two_reports(bot, language, f"walk-default-{language}")  # a new conversation: sent anew
 
 
 @pytest.mark.slow
