@@ -22,6 +22,7 @@ declared otherwise. :func:`json_schema` describes a bot's options for front ends
 
 from __future__ import annotations
 
+import functools
 import inspect
 import json
 import math
@@ -175,21 +176,34 @@ class Option:
 
 
 def declare(*options: Option) -> Callable[[F], F]:
-    """Attach option declarations to a bot factory (see the module docstring)."""
+    """Attach option declarations to a bot factory (see the module docstring).
+
+    The factory is wrapped so that a direct call (a test, an embedding program) is checked and
+    converted exactly as a call through the registry is.
+    """
 
     def attach(factory: F) -> F:
         names = [o.name for o in options]
         if len(set(names)) != len(names):
             raise TypeError(f"{factory.__qualname__}: an option is declared twice: {names}")
-        params = inspect.signature(factory).parameters
+        signature = inspect.signature(factory)
+        params = signature.parameters
         missing = [n for n in names if n not in params]
         if missing:
             raise TypeError(f"{factory.__qualname__}: declared options {missing} are not parameters")
         differ = [o.name for o in options if params[o.name].default != o.default]
         if differ:
             raise TypeError(f"{factory.__qualname__}: the declared defaults of {differ} differ from the signature's")
-        factory.__rejoinder_options__ = tuple(options)  # type: ignore[attr-defined]
-        return factory
+
+        @functools.wraps(factory)
+        def checked(*args: Any, **kwargs: Any) -> Any:
+            bound = signature.bind(*args, **kwargs)
+            given = {k: v for k, v in bound.arguments.items() if k in names}
+            bound.arguments.update(check_options(factory.__name__, options, given))
+            return factory(*bound.args, **bound.kwargs)
+
+        checked.__rejoinder_options__ = tuple(options)  # type: ignore[attr-defined]
+        return checked  # type: ignore[return-value]
 
     return attach
 

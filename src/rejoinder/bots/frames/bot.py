@@ -43,7 +43,12 @@ from rejoinder.bots.frames.schema import Frame, Submit
 from rejoinder.bots.frames.values import city_name
 from rejoinder.dialogue import Cancel, Dialogue, Progress, ProgressFn, Readiness, Reply
 from rejoinder.errors import InvalidMessage
+from rejoinder.llm.backends import BACKENDS
+from rejoinder.llm.models import SHIPPED
+from rejoinder.options import Option, declare
 from rejoinder.resources import package_path
+
+SHIPPED_MODELS = tuple(SHIPPED)
 
 SWITCH_CONFIDENCE = 0.8
 """Below this intent confidence, an utterance that answers the open question stays in the open frame,
@@ -558,18 +563,48 @@ def _start_demo_backend(domain: Domain, port: int) -> Domain:
     return domain
 
 
+def _frame_options(*, domain: bool = False, language: bool = False) -> tuple[Option, ...]:
+    """The options of the frame bots (``frames`` also takes a domain file, ``bank`` a language)."""
+    head = []
+    if domain:
+        head.append(Option("domain", "path", "", "the domain file (domain.yaml): frames, NLU data, responses"))
+    if language:
+        head.append(Option("language", "choice", "en", "the bank bot's language", choices=("en", "ru")))
+    return (
+        *head,
+        Option("classifier", "choice", "embedding", "intents: MiniLM + n-gram regressions, or fine-tuned MiniLM",
+               choices=("embedding", "finetuned"), client=False),
+        Option("embedder", "choice", "minilm", "sentence embeddings of the classifier (hashing: a fast stand-in)",
+               choices=("minilm", "hashing"), client=False),
+        *((Option("ner", "bool", True, "recognise names, places and organisations (spaCy, natasha)", client=False),)
+          if domain else ()),
+        Option("demo_backend_port", "int", 0, "port of the demo backend the example frames submit to (0: any free one)",
+               minimum=0, maximum=65535, client=False),
+        *((Option("min_intent_confidence", "float", 0.5, "below this, no intent (the bot falls back)",
+                  minimum=0, maximum=1),) if domain else ()),
+        Option("nlu", "choice", "classic", "classic: trained classifier and tagger; llm: a language model",
+               choices=("classic", "llm"), client=False),
+        Option("model", "model", "", "with nlu=llm: a local model directory, a GGUF file, or a shipped model",
+               choices=SHIPPED_MODELS),
+        Option("backend", "choice", "auto", "with nlu=llm: the generation backend", choices=BACKENDS, client=False),
+        Option("base_url", "url", "", "with nlu=llm and backend openai: the server's base URL"),
+        Option("phrase_questions", "bool", False, "with nlu=llm: the model words the questions for missing slots"),
+    )  # fmt: skip
+
+
+@declare(*_frame_options(domain=True))
 def create(
     domain: str = "",
     classifier: str = "embedding",
     embedder: str = "minilm",
-    ner: bool | str = True,
-    demo_backend_port: int | str = 0,
-    min_intent_confidence: float | str = 0.5,
+    ner: bool = True,
+    demo_backend_port: int = 0,
+    min_intent_confidence: float = 0.5,
     nlu: str = "classic",
     model: str = "",
     backend: str = "auto",
     base_url: str = "",
-    phrase_questions: bool | str = False,
+    phrase_questions: bool = False,
 ) -> FrameBot:
     """Goal-oriented bot over a domain file: NLU, state tracking, slot frames, backend calls.
 
@@ -577,61 +612,52 @@ def create(
     for the intent and slots instead of the trained classifier and tagger (see ``nlu/llm.py``);
     with ``phrase_questions=true`` the same model words the questions for missing slots.
     """
-    from rejoinder.bots import as_bool, as_number
     from rejoinder.bots.frames.domain import load_domain
     from rejoinder.errors import ConfigError
 
     if not domain:
         raise ConfigError("the frames bot needs option domain=PATH (a domain YAML file)")
-    if nlu not in ("classic", "llm"):
-        raise ConfigError(f"option nlu={nlu!r}: expected 'classic' or 'llm'")
-    if as_bool("phrase_questions", phrase_questions) and nlu != "llm":
+    if phrase_questions and nlu != "llm":
         raise ConfigError("option phrase_questions=true needs nlu=llm (the model that words the questions)")
-    port = as_number("demo_backend_port", demo_backend_port, int)
-    if not 0 <= port <= 65535:
-        raise ConfigError(f"option demo_backend_port={port}: expected a port from 1 to 65535, or 0 for any free one")
-    confidence = as_number("min_intent_confidence", min_intent_confidence, float)
-    phrase = as_bool("phrase_questions", phrase_questions)
-    use_ner = as_bool("ner", ner)
     if nlu == "classic":
         try:
-            from rejoinder.bots.frames.nlu.intents import KINDS
+            import rejoinder.bots.frames.nlu.intents  # noqa: F401 - the classic NLU's libraries are installed
         except ImportError as exc:
             raise ConfigError(f"the frame bots need {exc.name!r}: pip install 'rejoinder[frames]'") from None
-        if classifier not in KINDS:
-            raise ConfigError(f"option classifier={classifier!r}: expected one of {', '.join(KINDS)}")
-        if embedder not in ("minilm", "hashing"):
-            raise ConfigError(f"option embedder={embedder!r}: expected 'minilm' or 'hashing'")
     loaded = load_domain(domain)
     bot: FrameBot
 
     def build(progress: ProgressFn | None, cancel: Cancel | None) -> Any:
         if nlu == "classic":
-            return build_nlu(loaded, classifier=classifier, embedder=embedder, ner=use_ner, progress=progress,
+            return build_nlu(loaded, classifier=classifier, embedder=embedder, ner=ner, progress=progress,
                              cancel=cancel)  # fmt: skip
         from rejoinder.bots.frames.nlu.llm import QuestionPhraser, build_llm_nlu
 
         _report(progress, Progress("nlu", 0, 1, f"loading the language model ({model or 'default'}, {backend})"))
         understanding = build_llm_nlu(loaded, model=model, backend=backend, base_url=base_url)
-        if phrase:
+        if phrase_questions:
             bot.phraser = QuestionPhraser(understanding.backend, loaded.language)
         _report(progress, Progress("nlu", 1, 1, "ready"))
         return understanding
 
-    bot = FrameBot(loaded, name="frames", min_intent_confidence=confidence, build_nlu=build, demo_backend_port=port)
+    bot = FrameBot(
+        loaded, name="frames", min_intent_confidence=min_intent_confidence, build_nlu=build,
+        demo_backend_port=demo_backend_port,
+    )  # fmt: skip
     return bot
 
 
+@declare(*_frame_options(language=True))
 def create_bank(
     language: str = "en",
     classifier: str = "embedding",
     embedder: str = "minilm",
-    demo_backend_port: int | str = 0,
+    demo_backend_port: int = 0,
     nlu: str = "classic",
     model: str = "",
     backend: str = "auto",
     base_url: str = "",
-    phrase_questions: bool | str = False,
+    phrase_questions: bool = False,
 ) -> FrameBot:
     """Bank tech support (lost card, block card, balance, transfers, disputes), English or Russian."""
     from rejoinder.errors import ConfigError
@@ -646,15 +672,16 @@ def create_bank(
     return bot
 
 
+@declare(*_frame_options())
 def create_travel(
     classifier: str = "embedding",
     embedder: str = "minilm",
-    demo_backend_port: int | str = 0,
+    demo_backend_port: int = 0,
     nlu: str = "classic",
     model: str = "",
     backend: str = "auto",
     base_url: str = "",
-    phrase_questions: bool | str = False,
+    phrase_questions: bool = False,
 ) -> FrameBot:
     """The travel frame bot: where from, where to, when — confirmed and booked."""
     bot = create(
