@@ -201,3 +201,47 @@ def test_a_reply_cut_at_the_length_limit_is_marked_in_the_store_and_on_stderr(st
     assert out.getvalue() == "Once upon a time there\n"
     assert "line 1: the reply was cut at the length limit" in err.getvalue()
     assert store.load_dialogue(session.conversation_id).messages[-1].meta["finish_reason"] == "length"
+
+
+class Preparing:
+    """Prepares in 300 steps (or stops when cancelled), then answers."""
+
+    name = "preparing"
+
+    def __init__(self) -> None:
+        self.done = 0
+
+    def readiness(self):
+        from rejoinder.dialogue import Readiness
+
+        return Readiness(self.done >= 300, self.done >= 300, f"{self.done} of 300 imported", self.done, 300)
+
+    def prepare(self, progress=None, cancel=None):
+        from rejoinder.dialogue import Progress
+
+        while self.done < 300:
+            if cancel is not None and cancel.is_set:
+                return
+            self.done += 30
+            if progress:
+                progress(Progress("import", self.done, 300, "exchanges"))
+
+    def greet(self, dialogue):
+        return None
+
+    def respond(self, dialogue):
+        from rejoinder.dialogue import Reply
+
+        return Reply("ready")
+
+
+def test_preparation_progress_on_a_pipe_gives_the_count_of_the_total_rate_and_time_left():
+    from rejoinder.terminal import prepare_in_terminal
+
+    console = Console(file=io.StringIO(), width=200, color_system=None)
+    bot = Preparing()
+    assert prepare_in_terminal(bot, console) is True
+    lines = console.file.getvalue().splitlines()
+    assert lines[0] == "import: 30 of 300 (exchanges)"
+    assert lines[-1].startswith("import: 300 of 300") and "/s" in lines[-1]
+    assert any("s left" in line for line in lines)

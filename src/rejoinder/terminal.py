@@ -10,6 +10,7 @@ from __future__ import annotations
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, BinaryIO, TextIO
@@ -52,51 +53,83 @@ def sigint_calls(action: Callable[[], None]) -> Iterator[list[bool]]:
 
 
 def prepare_in_terminal(bot: Bot, console: Console) -> bool:
-    """Run the bot's preparation with a progress bar (count of total, rate, time left) on ``console``.
+    """Run the bot's preparation with its progress (count of total, rate, time left) on ``console``:
+    a live bar on a terminal, a line every tenth of the way otherwise.
 
     Returns False when Ctrl-C stopped it (what was done is kept and resumed on the next start).
     """
     if not isinstance(bot, PreparingBot) or bot.readiness().complete:
         return True
     cancel = Cancel()
+    with sigint_calls(cancel.set) as pressed:
+        if console.is_terminal:
+            with _progress_bar(console) as progress:
+                bot.prepare(progress, cancel)
+        else:
+            bot.prepare(_progress_lines(console), cancel)
+    if pressed[0]:
+        readiness = bot.readiness()
+        console.print(
+            f"stopped: {readiness.detail or 'preparation incomplete'}; it resumes where it stopped on the next start",
+            highlight=False,
+            markup=False,
+        )
+        return False
+    return True
+
+
+@contextmanager
+def _progress_bar(console: Console) -> Iterator[Callable[[PrepProgress], None]]:
     tasks: dict[str, TaskID] = {}
-    with (
-        Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[rate]}"),
-            TimeRemainingColumn(),
-            TextColumn("[dim]{task.fields[detail]}"),
-            console=console,
-            transient=not console.is_terminal,
-        ) as bar,
-        sigint_calls(cancel.set) as pressed,
-    ):
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeRemainingColumn(),
+        TextColumn("[dim]{task.fields[detail]}"),
+        console=console,
+    ) as bar:
 
         def progress(event: PrepProgress) -> None:
             task = tasks.get(event.stage)
             if task is None:
                 task = tasks[event.stage] = bar.add_task(event.stage, total=event.total, rate="", detail="")
             speed = bar.tasks[task].speed
-            bar.update(
-                task,
-                completed=event.done,
-                total=event.total,
-                rate=f"{speed:,.0f}/s" if speed else "",
-                detail=event.detail,
-            )
+            rate = f"{speed:,.0f}/s" if speed else ""
+            bar.update(task, completed=event.done, total=event.total, rate=rate, detail=event.detail)
 
-        bot.prepare(progress, cancel)
-    if pressed[0]:
-        readiness = bot.readiness()
-        console.print(
-            f"[yellow]stopped[/]: {readiness.detail or 'preparation incomplete'}; it resumes where it stopped "
-            "on the next start",
-            highlight=False,
-        )
-        return False
-    return True
+        yield progress
+
+
+def _progress_lines(console: Console) -> Callable[[PrepProgress], None]:
+    """Plain progress lines for a log or a pipe: a stage's start, each tenth of the way, its end."""
+    started: dict[str, tuple[float, int]] = {}
+    shown: dict[str, int] = {}
+
+    def progress(event: PrepProgress) -> None:
+        now = time.monotonic()
+        first = event.stage not in started
+        if first:
+            started[event.stage] = (now, event.done)
+        tenth = (10 * event.done // event.total) if event.total else -1
+        finished = event.total is not None and event.done >= event.total
+        if not first and not finished and tenth == shown.get(event.stage):
+            return
+        shown[event.stage] = tenth
+        begun, base = started[event.stage]
+        rate = (event.done - base) / (now - begun) if now > begun else 0.0
+        line = f"{event.stage}: {event.done:,}" + (f" of {event.total:,}" if event.total else "")
+        if rate and not first:
+            if event.total is None or event.total >= 100:  # a rate of items, not of a few steps
+                line += f", {rate:,.0f}/s" if rate >= 10 else f", {rate:.1f}/s"
+            if event.total and not finished:
+                line += f", about {(event.total - event.done) / rate:,.0f} s left"
+        if event.detail:
+            line += f" ({event.detail})"
+        console.print(line, highlight=False, markup=False, soft_wrap=True)
+
+    return progress
 
 
 def _decoded(line: bytes | str, number: int) -> str:
