@@ -135,6 +135,10 @@ class AssistantBot:
     def respond(self, dialogue: Dialogue) -> Reply:
         return collect(self.stream(dialogue))
 
+    def close(self) -> None:
+        """Stop the backend's generations and join its threads (also done when the interpreter exits)."""
+        self.backend.close()
+
 
 def _was_cancelled(meta: dict[str, Any]) -> bool:
     """A reply that was stopped before its end (left out of later prompts)."""

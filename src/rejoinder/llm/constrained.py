@@ -489,10 +489,6 @@ class MaskHook:
             masked[ids] = logits[ids]
         return masked
 
-    @property
-    def complete(self) -> bool:
-        return self.decoder.grammar.accepting(self.state)
-
 
 def schema_key(schema: dict[str, Any]) -> str:
     """A canonical text of ``schema``, to cache what is built from it."""

@@ -132,7 +132,7 @@ class LlamaCppEngine:
                 self._thread = threading.Thread(target=self._run, name="rejoinder-llama-cpp", daemon=True)
                 self._thread.start()
                 close_at_exit(self)
-        self.pending.put(sequence)
+            self.pending.put(sequence)  # under the lock: a close that follows still finds it in the queue
         try:
             while True:
                 item = sequence.out.get()

@@ -181,7 +181,7 @@ class BatchEngine:
                 self._thread = threading.Thread(target=self._run, name="rejoinder-decoder", daemon=True)
                 self._thread.start()
                 close_at_exit(self)
-        self.pending.put(request)
+            self.pending.put(request)  # under the lock: a close that follows still finds it in the queue
         received = 0
         try:
             while True:
