@@ -58,7 +58,7 @@ def small_schema(max_value_chars: int = 10) -> OutputSchema:
     return OutputSchema.for_domain(small_domain(), max_value_chars=max_value_chars)
 
 
-def OutputGrammar(schema: OutputSchema) -> JsonGrammar:
+def grammar_of(schema: OutputSchema) -> JsonGrammar:
     """The automaton the backends constrain the NLU's answers with."""
     return JsonGrammar(schema.json_schema())
 
@@ -136,7 +136,7 @@ def answer(intent: str, **slots: str) -> str:
 
 
 def test_grammar_accepts_json_dumps_and_compact_objects_of_the_schema():
-    grammar = OutputGrammar(small_schema())
+    grammar = grammar_of(small_schema())
     for text in (
         answer("book_ticket", to="Paris", date="tomorrow"),
         answer(NONE),
@@ -167,12 +167,12 @@ def test_grammar_accepts_json_dumps_and_compact_objects_of_the_schema():
     ],
 )
 def test_grammar_rejects_what_the_schema_forbids(text, why):
-    assert not OutputGrammar(small_schema()).accepts(text), why
+    assert not grammar_of(small_schema()).accepts(text), why
 
 
 def test_every_accepted_object_parses_as_json_of_the_schema():
     schema = small_schema()
-    grammar = OutputGrammar(schema)
+    grammar = grammar_of(schema)
     for intent in schema.labels:
         for names in ((), schema.slots_of(intent)[:1], schema.slots_of(intent)):
             text = answer(intent, **{name: "Ok, ёж!" for name in names})
@@ -210,7 +210,7 @@ def test_token_texts_map_byte_level_pieces_back_to_text(tokenizer):
         assert "".join(texts[i] for i in ids) == word
 
 
-def _states_along(grammar: OutputGrammar, text: str) -> list:
+def _states_along(grammar: JsonGrammar, text: str) -> list:
     states, state = [grammar.start], grammar.start
     for char in text:
         state = grammar.step(state, char)
@@ -219,7 +219,7 @@ def _states_along(grammar: OutputGrammar, text: str) -> list:
 
 
 def test_allowed_tokens_are_exactly_those_that_keep_a_valid_prefix(tokenizer):
-    grammar = OutputGrammar(small_schema(max_value_chars=10))
+    grammar = grammar_of(small_schema(max_value_chars=10))
     table = TokenTable(tokenizer, {tokenizer.eos_token_id})
     decoder = ConstrainedDecoder(grammar, table)
     text = '{"intent": "book_ticket", "slots": {"to": "Paris ёж", "date":"tomorrow!!"}}'
