@@ -113,7 +113,7 @@ class TickingBot:
         words = []
         for number in range(400):
             if cancel.is_set:
-                return Reply(" ".join(words), finish_reason="cancelled")
+                return Reply(" ".join(words), meta={"ticks": len(words)}, finish_reason="cancelled")
             time.sleep(0.02)
             words.append(f"tick{number}")
             yield words[-1] + " "
@@ -139,3 +139,4 @@ def test_ctrl_c_in_the_repl_stops_the_reply_keeps_it_and_the_chat_goes_on(store)
     assert "(stopped)" in shown and "Saved." in shown
     reply = store.load_dialogue(session.conversation_id).messages[-1]
     assert reply.meta["cancelled"] is True and reply.text.startswith("tick0")
+    assert reply.meta["ticks"] >= 1  # the bot's own metadata is kept with the cancelled reply

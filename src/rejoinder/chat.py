@@ -257,7 +257,9 @@ class TurnStream(Iterator[str]):
         self.cancel_event = Cancel()
         self.reply: Reply | None = None
         self.shown: list[str] = []
-        self._lock = threading.RLock()
+        # Not re-entrant on purpose: a Ctrl-C handler that cancels runs on the reading thread while it
+        # is inside the bot; it must only set the event (the reader then stores the bot's own Reply).
+        self._lock = threading.Lock()
         self._source: ReplyPieces | None = None
         if isinstance(session.bot, StreamingBot):
             self._source = session.bot.stream(working, self.cancel_event)
@@ -321,8 +323,8 @@ class TurnStream(Iterator[str]):
                 self._lock.release()
 
     def close(self) -> None:
-        """Stop reading early: the same as :meth:`cancel`."""
-        self.cancel()
+        """Stop reading early: the same as :meth:`cancel`, waiting for a reader in another thread."""
+        self.cancel_event.set()
         with self._lock:
             if self.reply is None and self._source is not None:
                 self._finish_cancelled()
