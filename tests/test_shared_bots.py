@@ -42,3 +42,21 @@ def test_sixteen_concurrent_sessions_on_one_assistant_are_decoded_together_each_
         else:
             assert reply.finish_reason == "stop" and reply.meta["tokens"] < 24
         assert stored[-1].meta["tokens"] == reply.meta["tokens"]
+
+
+def test_building_an_assistant_loads_nothing_and_assistants_that_sample_differently_share_one_model(store, tmp_path):
+    from rejoinder.bots import pool_for
+
+    tiny = tiny_backend(tmp_path / "unused")
+    model_dir = tmp_path / "tiny-model"
+    tiny.model.save_pretrained(model_dir)
+    tiny.tokenizer.save_pretrained(model_dir)
+    pool = pool_for(store)
+    cool, _ = pool.get("assistant", {"model": str(model_dir), "backend": "torch", "temperature": "0.2"})
+    warm, options = pool.get("assistant", {"model": str(model_dir), "backend": "torch", "temperature": 0.9})
+    assert cool is not warm and options["temperature"] == 0.9
+    assert not cool.readiness().complete  # nothing was loaded to build it
+    events = []
+    cool.prepare(events.append)
+    assert cool.readiness().complete and [e.done for e in events] == [0, 1]
+    assert warm.backend is cool.backend  # one model, one decoding loop for both

@@ -83,6 +83,8 @@ class Option:
                 return False
             raise ValueError("expected true or false")
         if kind in ("int", "float"):
+            if self.default is None and isinstance(value, str) and not value.strip():
+                return None  # "-o seed=" leaves an optional number unset
             number = self._number(value)
             if self.minimum is not None and number < self.minimum:
                 raise ValueError(f"expected {self.accepted()}")

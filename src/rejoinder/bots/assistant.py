@@ -13,13 +13,27 @@ at once: nothing a turn produces is kept on it.
 
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
-from rejoinder.dialogue import Cancel, Dialogue, FinishReason, Reply, ReplyPieces, collect
+from rejoinder.dialogue import (
+    Cancel,
+    Dialogue,
+    FinishReason,
+    Progress,
+    ProgressFn,
+    Readiness,
+    Reply,
+    ReplyPieces,
+    collect,
+)
 from rejoinder.errors import ConfigError, InvalidMessage
-from rejoinder.llm.backends import Backend, load_backend
+from rejoinder.llm.backends import BACKENDS, Backend, forget_shared, shared_backend
 from rejoinder.llm.generation import Finish, GenerationParams
+from rejoinder.llm.models import SHIPPED
+from rejoinder.options import Option, declare
 
 DEFAULT_SYSTEM_PROMPT = (
     "You are a helpful, honest assistant. Answer clearly and briefly, in the language the user writes in."
@@ -52,27 +66,69 @@ def fit_history(
 
 
 class AssistantBot:
-    """Answers with a language model; see the module docstring."""
+    """Answers with a language model; see the module docstring.
+
+    ``backend`` is a loaded backend, or a function that loads one: then building the bot costs
+    nothing, and :meth:`prepare` (or the first turn) loads the model - converting it once on the
+    first start.
+    """
 
     def __init__(
         self,
-        backend: Backend,
+        backend: Backend | Callable[[], Backend],
         *,
         system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
         params: GenerationParams | None = None,
         name: str = "assistant",
         greeting: str | None = None,
+        model_label: str = "",
     ) -> None:
+        self._backend: Backend | None = None
+        self._load: Callable[[], Backend] | None = None
+        if isinstance(backend, Backend):
+            self._backend = self._checked(backend)
+        else:
+            self._load = backend
+        self._loading = threading.Lock()
+        self.model_label = model_label
+        self.system_prompt = system_prompt or None
+        self.params = params or GenerationParams()
+        self.name = name
+        self.greeting = greeting
+
+    @staticmethod
+    def _checked(backend: Backend) -> Backend:
         if not backend.has_chat_template:
             raise ConfigError(
                 f"model {backend.model_name} has no chat template (a base model); the assistant needs an "
                 "instruct model - base models are for prompting with templates (rejoinder prompt)"
             )
-        self.backend = backend
-        self.system_prompt = system_prompt or None
-        self.params = params or GenerationParams()
-        self.name = name
-        self.greeting = greeting
+        return backend
+
+    # -- preparation: loading the model ------------------------------------------------------------
+    @property
+    def backend(self) -> Backend:
+        """The model's backend, loaded on first use if :meth:`prepare` did not load it."""
+        if self._backend is None:
+            self.prepare()
+        assert self._backend is not None
+        return self._backend
+
+    def readiness(self) -> Readiness:
+        if self._backend is not None:
+            return Readiness(True, True, "model loaded")
+        return Readiness(False, False, f"the model ({self.model_label or 'default'}) is not loaded yet")
+
+    def prepare(self, progress: ProgressFn | None = None, cancel: Cancel | None = None) -> None:
+        """Load the model (the first start of a GGUF model converts it once for PyTorch)."""
+        with self._loading:
+            if self._backend is not None or self._load is None:
+                return
+            if progress:
+                progress(Progress("model", 0, 1, f"loading {self.model_label or 'the default model'}"))
+            self._backend = self._checked(self._load())
+            if progress:
+                progress(Progress("model", 1, 1, self._backend.describe()))
 
     def describe(self) -> str:
         """Which model answers, on which backend (shown when a chat starts)."""
@@ -137,7 +193,9 @@ class AssistantBot:
 
     def close(self) -> None:
         """Stop the backend's generations and join its threads (also done when the interpreter exits)."""
-        self.backend.close()
+        if self._backend is not None:
+            forget_shared(self._backend)
+            self._backend.close()
 
 
 def _was_cancelled(meta: dict[str, Any]) -> bool:
@@ -145,46 +203,70 @@ def _was_cancelled(meta: dict[str, Any]) -> bool:
     return bool(meta.get("cancelled")) or meta.get("finish_reason") == "cancelled"
 
 
+@declare(
+    Option("model", "model", "", "a local Hugging Face directory, a GGUF file, or a shipped model (default smollm2)",
+           choices=tuple(SHIPPED)),
+    Option("backend", "choice", "auto", "auto: llama.cpp for GGUF files when installed, else torch", choices=BACKENDS,
+           client=False),
+    Option("base_url", "url", "", "an OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1 (backend openai)"),
+    Option("system_prompt", "text", DEFAULT_SYSTEM_PROMPT, "the system prompt"),
+    Option("temperature", "float", 0.6, "sampling temperature (0: greedy)", minimum=0, maximum=5),
+    Option("top_p", "float", 0.9, "nucleus sampling: the smallest set of tokens reaching this probability",
+           minimum=0, maximum=1),
+    Option("top_k", "int", 0, "sample among the k likeliest tokens (0: off)", minimum=0),
+    Option("repetition_penalty", "float", 1.1, "penalty on tokens already in the chat (1: off)", minimum=0.01,
+           maximum=10),
+    Option("max_new_tokens", "int", 256, "the longest reply, in tokens", minimum=1, maximum=32768),
+    Option("stop", "text", "", "stop sequences, separated by |"),
+    Option("seed", "int", None, "seed of the sampling (unset: a fresh draw every time)"),
+    Option("threads", "int", None, "CPU threads of the in-process backends (default 1)", minimum=1, client=False),
+    Option("context_window", "int", None, "tokens of context (default: the model's own)", minimum=32, client=False),
+    Option("dtype", "choice", None, "torch backend: float32 (default) or bfloat16", choices=("float32", "bfloat16"),
+           client=False),
+)  # fmt: skip
 def create(
     model: str = "",
     backend: str = "auto",
     base_url: str = "",
     system_prompt: str = DEFAULT_SYSTEM_PROMPT,
-    temperature: float | str = 0.6,
-    top_p: float | str = 0.9,
-    top_k: int | str = 0,
-    repetition_penalty: float | str = 1.1,
-    max_new_tokens: int | str = 256,
+    temperature: float = 0.6,
+    top_p: float = 0.9,
+    top_k: int = 0,
+    repetition_penalty: float = 1.1,
+    max_new_tokens: int = 256,
     stop: str = "",
-    seed: int | str = "",
-    threads: int | str = "",
-    context_window: int | str = "",
-    dtype: str = "",
+    seed: int | None = None,
+    threads: int | None = None,
+    context_window: int | None = None,
+    dtype: str | None = None,
 ) -> AssistantBot:
     """An instruction-following LLM assistant (default: SmolLM2-135M-Instruct, in-process, offline).
 
-    The API key of an OpenAI-compatible server comes from ``REJOINDER_API_KEY`` or ``OPENAI_API_KEY``,
-    never from options (options are stored with the conversation)."""
+    Building it is cheap: the model is loaded by ``prepare()`` (or on the first turn) and shared by
+    every assistant with the same model and backend options. The API key of an OpenAI-compatible
+    server comes from ``REJOINDER_API_KEY`` or ``OPENAI_API_KEY``, never from options (options are
+    stored with the conversation)."""
     import os
 
-    from rejoinder.bots import as_number
-
     params = GenerationParams(
-        max_new_tokens=as_number("max_new_tokens", max_new_tokens, int),
-        temperature=as_number("temperature", temperature, float),
-        top_p=as_number("top_p", top_p, float),
-        top_k=as_number("top_k", top_k, int),
-        repetition_penalty=as_number("repetition_penalty", repetition_penalty, float),
-        stop=tuple(s for s in str(stop).split("|") if s) if stop else (),
-        seed=as_number("seed", seed, int) if str(seed) != "" else None,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_p=top_p,
+        top_k=top_k,
+        repetition_penalty=repetition_penalty,
+        stop=tuple(s for s in stop.split("|") if s),
+        seed=seed,
     )
-    loaded = load_backend(
-        backend,
-        model=model or None,
-        base_url=base_url or None,
-        api_key=os.environ.get("REJOINDER_API_KEY") or os.environ.get("OPENAI_API_KEY") or None,
-        threads=as_number("threads", threads, int) if str(threads) != "" else None,
-        context_window=as_number("context_window", context_window, int) if str(context_window) != "" else None,
+    spec = {
+        "backend": backend,
+        "model": model or None,
+        "base_url": base_url or None,
+        "api_key": os.environ.get("REJOINDER_API_KEY") or os.environ.get("OPENAI_API_KEY") or None,
+        "threads": threads,
+        "context_window": context_window,
         **({"dtype": dtype} if dtype else {}),
-    )
-    return AssistantBot(loaded, system_prompt=system_prompt, params=params)
+    }
+    if backend not in BACKENDS:
+        raise ConfigError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
+    label = base_url or model or "smollm2"
+    return AssistantBot(lambda: shared_backend(**spec), system_prompt=system_prompt, params=params, model_label=label)

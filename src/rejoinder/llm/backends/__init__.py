@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import atexit
 import importlib.util
+import json
 import threading
 import weakref
 from abc import ABC, abstractmethod
@@ -127,6 +128,31 @@ def close_at_exit(engine: Any) -> None:
 def _close_open() -> None:
     for engine in list(_OPEN):
         engine.close()
+
+
+_SHARED: dict[str, Backend] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def shared_backend(**spec: Any) -> Backend:
+    """The process's one backend for ``spec`` (the arguments of :func:`load_backend`), loaded on first use.
+
+    Bots that differ only in how they sample (temperature, system prompt, length) share one model
+    and its decoding loop this way, so their conversations are decoded together.
+    """
+    key = json.dumps(spec, sort_keys=True, default=str)
+    with _SHARED_LOCK:
+        backend = _SHARED.get(key)
+        if backend is None:
+            backend = _SHARED[key] = load_backend(**spec)
+        return backend
+
+
+def forget_shared(backend: Backend) -> None:
+    """Drop ``backend`` from the shared ones (it was closed)."""
+    with _SHARED_LOCK:
+        for key in [k for k, v in _SHARED.items() if v is backend]:
+            del _SHARED[key]
 
 
 def llama_cpp_available() -> bool:
