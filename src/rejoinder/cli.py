@@ -166,7 +166,9 @@ def chat_command(
         return
     err_console.print(f"conversation: {session.conversation_id}", highlight=False, markup=False)
     if hasattr(session.bot, "describe"):
-        err_console.print(f"{session.bot.name}: {session.bot.describe()}", highlight=False, markup=False)
+        err_console.print(
+            f"{session.bot.name}: {session.bot.describe()}", highlight=False, markup=False, soft_wrap=True
+        )
     code = run_piped(session, opening, piped_stdin(), sys.stdout, sys.stderr, explain=explain)
     raise typer.Exit(code)
 
