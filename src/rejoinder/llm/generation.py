@@ -9,11 +9,12 @@ Cancellation is :class:`rejoinder.dialogue.Cancel`, set from any thread.
 
 from __future__ import annotations
 
+import queue
 from collections.abc import Generator, Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from rejoinder.dialogue import FinishReason
+from rejoinder.dialogue import Cancel, FinishReason
 from rejoinder.errors import ConfigError
 
 
@@ -56,6 +57,36 @@ class GenerationParams:
         if "stop" in changes:
             changes["stop"] = tuple(changes["stop"])
         return replace(self, **changes)
+
+
+class SequenceState:
+    """One sequence in a batching engine's hands: what its reader waits on and why it ended.
+
+    The decoding thread puts token items on ``out`` and, once, the end (None, or the error that
+    failed it) through :meth:`finish`; ``stopped`` is whether the decoder should drop it at its
+    next step (the caller's Cancel was set, or the reader went away).
+    """
+
+    def __init__(self, params: GenerationParams, cancel: Cancel) -> None:
+        self.params = params
+        self.cancel = cancel
+        self.dropped = False  # the reader went away
+        self.out: queue.Queue[Any] = queue.Queue()
+        self.generated = 0
+        self.next_token = 0
+        self.reason: FinishReason = "stop"
+        self.finished = False
+
+    @property
+    def stopped(self) -> bool:
+        return self.dropped or self.cancel.is_set
+
+    def finish(self, error: BaseException | None = None, reason: FinishReason | None = None) -> None:
+        if not self.finished:
+            self.finished = True
+            if reason is not None:
+                self.reason = reason
+            self.out.put(error)
 
 
 class StopScanner:

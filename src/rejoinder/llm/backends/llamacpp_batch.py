@@ -25,7 +25,7 @@ from typing import Any
 from rejoinder.dialogue import Cancel, FinishReason
 from rejoinder.errors import RejoinderError
 from rejoinder.llm.backends import close_at_exit
-from rejoinder.llm.generation import GenerationParams, Tokens
+from rejoinder.llm.generation import GenerationParams, SequenceState, Tokens
 
 MAX_BATCH = 16
 PROMPT_CHUNK = 512
@@ -57,32 +57,14 @@ def _shared_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     return n
 
 
-class _Sequence:
+class _Sequence(SequenceState):
     def __init__(self, tokens: Sequence[int], params: GenerationParams, cancel: Cancel, grammar: str | None) -> None:
+        super().__init__(params, cancel)
         self.tokens = list(tokens)
-        self.params = params
-        self.cancel = cancel
         self.grammar = grammar
-        self.dropped = False  # the reader went away
-        self.out: queue.Queue[Any] = queue.Queue()
         self.seq_id = -1
         self.position = 0
-        self.next_token = 0
-        self.generated = 0
         self.sampler: Any = None
-        self.reason: FinishReason = "stop"
-        self.finished = False
-
-    @property
-    def stopped(self) -> bool:
-        return self.dropped or self.cancel.is_set
-
-    def finish(self, error: BaseException | None = None, reason: FinishReason | None = None) -> None:
-        if not self.finished:
-            self.finished = True
-            if reason is not None:
-                self.reason = reason
-            self.out.put(error)
 
 
 class LlamaCppEngine:

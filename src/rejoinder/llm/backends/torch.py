@@ -30,7 +30,7 @@ from rejoinder.dialogue import Cancel, FinishReason
 from rejoinder.errors import ConfigError, InvalidMessage, RejoinderError
 from rejoinder.llm.backends import DEFAULT_THREADS, Backend, JsonSchema, Messages, close_at_exit
 from rejoinder.llm.constrained import ConstrainedDecoder, JsonGrammar, schema_key, token_table
-from rejoinder.llm.generation import GenerationParams, TextStream, Tokens, cut_at_stops
+from rejoinder.llm.generation import GenerationParams, SequenceState, TextStream, Tokens, cut_at_stops
 from rejoinder.llm.models import ModelRef, dequantised_dir
 
 MAX_BATCH = 16
@@ -49,7 +49,7 @@ IdStream = Generator[tuple[int, float | None], None, FinishReason]
 """One sequence's token ids with their log-probabilities (None unless asked for), returning why it ended."""
 
 
-class _Request:
+class _Request(SequenceState):
     def __init__(
         self,
         ids: Sequence[int],
@@ -59,32 +59,14 @@ class _Request:
         hook: LogitsHook | None = None,
         logprobs: bool = False,
     ) -> None:
+        super().__init__(params, cancel)
         self.ids = list(ids)
         self.hook = hook
         self.output: list[int] = []
         self.logprobs: list[float] | None = [] if logprobs else None
-        self.params = params
-        self.cancel = cancel
-        self.dropped = False  # the reader went away
-        self.out: queue.Queue[Any] = queue.Queue()
-        self.generated = 0
         self.position = len(self.ids)  # tokens in the cache once prefilled
-        self.next_token = 0
         self.seen = set(self.ids)
         self.generator = torch.Generator().manual_seed(params.seed) if params.seed is not None else None
-        self.reason: FinishReason = "stop"
-        self.finished = False
-
-    @property
-    def stopped(self) -> bool:
-        return self.dropped or self.cancel.is_set
-
-    def finish(self, error: BaseException | None = None, reason: FinishReason | None = None) -> None:
-        if not self.finished:
-            self.finished = True
-            if reason is not None:
-                self.reason = reason
-            self.out.put(error)
 
 
 class PrefixCache:
