@@ -102,7 +102,7 @@ def test_conversations_and_history_show_what_was_said(db_url):
 
 def test_db_command_reports_the_schema_revision(db_url):
     result = runner.invoke(app, ["db", "--db", db_url])
-    assert "schema revision: 0003" in result.stdout
+    assert "schema revision: 0004_imports" in result.stdout
 
 
 def test_run_piped_stops_with_status_2_on_a_store_failure(store):

@@ -17,7 +17,7 @@ from rejoinder.store import Store, default_url
 
 
 def test_a_new_database_is_migrated_to_the_newest_revision(store):
-    assert store.revision() == "0003"
+    assert store.revision() == "0004_imports"
 
 
 def test_sqlite_runs_in_wal_mode_with_foreign_keys(tmp_path):
@@ -163,7 +163,7 @@ def test_upgrading_an_old_database_keeps_its_conversations(db_url):
     old.append_turn(cid, [Message("user", "hello")], {"limit": 2}, expected_version=0)
     old.close()
     upgraded = Store(db_url)
-    assert upgraded.revision() == "0003"
+    assert upgraded.revision() == "0004_imports"
     assert [m.text for m in upgraded.load_dialogue(cid).messages] == ["hello"]
 
 
@@ -176,4 +176,22 @@ def test_every_migration_can_be_undone_and_redone(db_url):
         config.attributes["connection"] = connection
         command.downgrade(config, "base")
         command.upgrade(config, "head")
-    assert store.revision() == "0003"
+    assert store.revision() == "0004_imports"
+
+
+def test_the_import_progress_table_comes_with_0004_and_goes_with_its_downgrade(db_url):
+    from alembic import command
+    from sqlalchemy import inspect
+
+    store = Store(db_url)
+    assert "retrieval_imports" in inspect(store.engine).get_table_names()
+    config = store._alembic_config()
+    with store.engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.downgrade(config, "0003")
+    assert "retrieval_imports" not in inspect(store.engine).get_table_names()
+    assert "retrieval_exchanges" in inspect(store.engine).get_table_names()
+    with store.engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")
+    assert "retrieval_imports" in inspect(store.engine).get_table_names()
