@@ -70,7 +70,9 @@ def main() -> None:
     t0 = time.perf_counter()
     served = served_index(memory, embedder)
     timings["open_index_s"] = time.perf_counter() - t0
-    bot = RetrievalBot(memory, served, moderator, learn=False)
+    bot = RetrievalBot(memory, moderator=moderator, embedder=embedder, learn=False)
+    bot.prepare(background=False)
+    embedder.load()
     bot.respond(Dialogue(bot="r", messages=[Message("user", "warm up")]))
     latencies = []
     for query in held_out_queries(args.queries, seed=11):

@@ -61,7 +61,9 @@ def answer(args: argparse.Namespace) -> dict:
     started = time.perf_counter()
     memory = memory_for(args.db)
     embedder = shared_embedder(args.embedder)
-    bot = RetrievalBot(memory, served_index(memory, embedder), Moderator(), learn=False)
+    bot = RetrievalBot(memory, moderator=Moderator(), embedder=embedder, learn=False)
+    bot.prepare(background=False)
+    embedder.load()
     bot.respond(Dialogue(bot="r", messages=[Message("user", "warm up")]))
     load_s = time.perf_counter() - started
     latencies, replies = [], []

@@ -60,7 +60,9 @@ def moderator():
 @pytest.fixture
 def bot(memory, embedder, moderator) -> RetrievalBot:
     import_exchanges(memory, embedder, moderator, exchanges())
-    return RetrievalBot(memory, served_index(memory, embedder), moderator, temperature=0, min_teachers=2)
+    bot = RetrievalBot(memory, moderator=moderator, embedder=embedder, temperature=0, min_teachers=2)
+    bot.prepare(background=False)
+    return bot
 
 
 def say(session: ChatSession, text: str) -> str:
@@ -96,7 +98,7 @@ def test_unrelated_messages_get_low_confidence(store, bot):
 
 
 def test_an_empty_memory_answers_with_a_fallback(store, memory, embedder, moderator):
-    bot = RetrievalBot(memory, served_index(memory, embedder), moderator)
+    bot = RetrievalBot(memory, moderator=moderator, embedder=embedder)
     session, _ = ChatSession.start(store, "retrieval", bot=bot, user_id="ann")
     reply = session.send("hello")
     assert (reply.text, reply.confidence, reply.meta["source"]) == (FALLBACK, 0.0, "fallback")
@@ -163,7 +165,7 @@ def test_an_admin_can_approve_reject_and_forget(store, bot):
 
 def test_anonymous_users_and_users_over_the_hourly_limit_do_not_teach(store, memory, embedder, moderator):
     import_exchanges(memory, embedder, moderator, exchanges())
-    bot = RetrievalBot(memory, served_index(memory, embedder), moderator, temperature=0, learn_per_hour=2)
+    bot = RetrievalBot(memory, moderator=moderator, embedder=embedder, temperature=0, learn_per_hour=2)
     anonymous, _ = ChatSession.start(store, "retrieval", bot=bot)
     say(anonymous, "hello")
     assert anonymous.send("something").meta["learned"] == {"skipped": "anonymous users do not teach"}
@@ -176,7 +178,7 @@ def test_anonymous_users_and_users_over_the_hourly_limit_do_not_teach(store, mem
 def test_attack_toxic_and_spammed_replies_never_reach_another_user(store, memory, embedder, moderator):
     """Tay, replayed: one user teaches 1,000 toxic replies, another 1,000 times the same spam."""
     import_exchanges(memory, embedder, moderator, exchanges())
-    bot = RetrievalBot(memory, served_index(memory, embedder), moderator, min_teachers=3, learn_per_hour=1000)
+    bot = RetrievalBot(memory, moderator=moderator, embedder=embedder, min_teachers=3, learn_per_hour=1000)
     toxic = ["you are a worthless piece of shit", "go kill yourself", "f.u.c.k you", "I will find you and kill you"]
     spam = "BUY CHEAP WATCHES AT SPAM DOT EXAMPLE"
     troll, _ = ChatSession.start(store, "retrieval", bot=bot, user_id="troll")
@@ -262,7 +264,7 @@ def test_a_second_process_on_the_same_collection_keeps_its_own_copy(tmp_path, em
 
 def test_a_resumed_conversation_draws_the_same_replies(store, memory, embedder, moderator):
     import_exchanges(memory, embedder, moderator, exchanges())
-    bot = RetrievalBot(memory, served_index(memory, embedder), moderator, temperature=1.0, learn=False)
+    bot = RetrievalBot(memory, moderator=moderator, embedder=embedder, temperature=1.0, learn=False)
     lines = ["hello how are you", "what is your favourite movie", "do you like dogs", "hello how are you"]
     session, _ = ChatSession.start(store, "retrieval", bot=bot, user_id="ann")
     first = say(session, lines[0])
@@ -287,7 +289,7 @@ def _replay(bot, conversation_id, lines):
 
 def test_bad_options_are_refused_by_name(memory, embedder, moderator):
     with pytest.raises(ConfigError, match="temperature"):
-        RetrievalBot(memory, served_index(memory, embedder), moderator, temperature=-1)
+        RetrievalBot(memory, moderator=moderator, embedder=embedder, temperature=-1)
 
 
 def test_train_command_imports_a_jsonl_corpus_and_reports(tmp_path):
@@ -332,7 +334,7 @@ def test_minilm_bot_holds_a_sensible_chitchat_out_of_the_box(tmp_path):
     memory = RetrievalMemory(Store(f"sqlite:///{tmp_path / 'r.db'}"), "default")
     model = shared_embedder("minilm")
     import_corpus(memory, model, Moderator(), "chitchat", limit=5000)
-    bot = RetrievalBot(memory, served_index(memory, model), Moderator(), temperature=0)
+    bot = RetrievalBot(memory, moderator=Moderator(), embedder=model, temperature=0)
     session, _ = ChatSession.start(memory.store, "retrieval", bot=bot, user_id="ann")
     reply = session.send("Hi! How are you doing today?")
     assert reply.confidence > 0.6

@@ -260,33 +260,54 @@ def train_retrieval_command(
     policy: Annotated[Path | None, typer.Option(help="Moderation policy file (YAML/JSON).")] = None,
     db: DbOption = None,
 ) -> None:
-    """Import corpora into the retrieval bot's memory (screened for toxicity, deduplicated, indexed)."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    """Import corpora into the retrieval bot's memory (screened, deduplicated, indexed), then embed them.
+
+    Resumes an import that was interrupted (Ctrl-C, a crash, kill -9) where it stopped; Ctrl-C
+    stops before the next batch, and running the command again goes on from there.
+    """
+    import signal
 
     from rejoinder.bots.retrieval.bot import shared_embedder
-    from rejoinder.bots.retrieval.train import import_corpus
+    from rejoinder.bots.retrieval.served import served_index
+    from rejoinder.bots.retrieval.train import corpus_key, embed_missing, import_corpus
+    from rejoinder.dialogue import Cancel
     from rejoinder.moderation import Moderator
 
+    cancel = Cancel()
+
+    def interrupt(_signum: int, _frame: Any) -> None:
+        if cancel.is_set:
+            raise KeyboardInterrupt
+        cancel.set()
+        err_console.print("stopping after this batch (Ctrl-C again to quit at once)", highlight=False)
+
+    previous = signal.signal(signal.SIGINT, interrupt)
     try:
         memory = _retrieval_memory(db, collection)
         moderator = Moderator.from_policy_file(policy) if policy else Moderator(threshold=threshold)
         model = shared_embedder(embedder)
-        table = Table("corpus", "read", "new", "duplicates", "refused", "seconds", "per second", box=None)
+        served = served_index(memory, model)
+        table = Table("corpus", "read", "new", "duplicates", "refused", "seconds", "per second", "import", box=None)
+        notes: list[str] = []
         for spec in corpus or ["chitchat"]:
-            with Progress(
-                TextColumn(f"[bold]{escape(spec)}[/]"),
-                BarColumn(),
-                TextColumn("{task.fields[read]} read · {task.fields[new]} new · {task.fields[refused]} refused"),
-                TimeElapsedColumn(),
-                console=err_console,
-                transient=True,
-            ) as bar:
-                task = bar.add_task(spec, total=None, read=0, new=0, refused=0)
-
-                def progress(read: int, new: int, refused: int, _task: Any = task, _bar: Any = bar) -> None:
-                    _bar.update(_task, read=read, new=new, refused=refused)
-
-                report = import_corpus(memory, model, moderator, spec, window=window, limit=limit, progress=progress)
+            record = memory.find_import(corpus_key(spec), window)
+            with _progress_bar() as bar:
+                task = bar.add_task(
+                    escape(spec), total=record.total if record else None, completed=record.position if record else 0
+                )
+                report = import_corpus(
+                    memory,
+                    moderator,
+                    spec,
+                    window=window,
+                    limit=limit,
+                    cancel=cancel,
+                    on_batch=served.sync,
+                    progress=lambda event, _task=task, _bar=bar: _bar.update(
+                        _task, completed=event.done, total=event.total
+                    ),
+                )
+            state = "complete" if report.complete else "stopped" if report.stopped else "at the limit"
             table.add_row(
                 spec,
                 str(report.read),
@@ -295,22 +316,104 @@ def train_retrieval_command(
                 str(report.refused),
                 f"{report.seconds:.1f}",
                 f"{report.per_second:.0f}",
+                state,
             )
+            if report.resumed_from:
+                notes.append(f"{spec}: resumed at {report.resumed_from}")
+            if cancel.is_set:
+                break
         console.print(table)
+        for note in notes:
+            console.print(note, highlight=False, soft_wrap=True)
+        if not cancel.is_set:
+            with _progress_bar() as bar:
+                task = bar.add_task("embeddings", total=None)
+                embedded = embed_missing(
+                    memory,
+                    model,
+                    cancel=cancel,
+                    on_batch=served.sync,
+                    progress=lambda event, _task=task, _bar=bar: _bar.update(
+                        _task, completed=event.done, total=event.total
+                    ),
+                )
+            if embedded.embedded:
+                console.print(f"computed the embeddings of {embedded.embedded} exchanges in {embedded.seconds:.1f} s")
+        served.sync()
+        served.save()
         console.print(f"collection {collection!r} now serves {memory.stats().get('approved', 0)} exchanges")
+        if cancel.is_set:
+            err_console.print("stopped: run the same command again to go on from here", highlight=False)
+            raise typer.Exit(code=130)
     except RejoinderError as exc:
         raise _fail(exc) from None
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _progress_bar() -> Any:
+    """A progress bar with the count, the total, the rate and the time left (on standard error)."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        ProgressColumn,
+        TaskProgressColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+    from rich.text import Text
+
+    class RateColumn(ProgressColumn):
+        def render(self, task: Any) -> Text:
+            return Text(f"{task.speed:,.0f}/s" if task.speed else "", style="progress.data.speed")
+
+    return Progress(
+        TextColumn("[bold]{task.description}[/]"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TaskProgressColumn(),
+        RateColumn(),
+        TimeElapsedColumn(),
+        TextColumn("left"),
+        TimeRemainingColumn(),
+        console=err_console,
+        transient=True,
+    )
 
 
 @retrieval_app.command("stats")
 def retrieval_stats_command(collection: CollectionOption = "default", db: DbOption = None) -> None:
-    """How many exchanges are served, quarantined and rejected."""
+    """How many exchanges are served, quarantined and rejected; whether imports and embeddings are complete."""
     try:
-        stats = _retrieval_memory(db, collection).stats()
+        memory = _retrieval_memory(db, collection)
+        stats = memory.stats()
+        imports = memory.imports()
+        unembedded = memory.count_unembedded()
     except RejoinderError as exc:
         raise _fail(exc) from None
     for status in ("approved", "quarantined", "rejected"):
         console.print(f"{status}: {stats.get(status, 0)}")
+    resume = f"`rejoinder train retrieval --collection {collection}` (or the bot's next start)"
+    for record in imports:
+        where = f"import of {record.corpus} (window {record.window}):"
+        counts = f"{record.imported} new, {record.duplicates} duplicates, {record.refused} refused"
+        if record.complete:
+            line = f"{where} complete, {record.position} exchanges read ({counts})"
+        else:
+            of = f" of {record.total}" if record.total is not None else ""
+            line = f"{where} INCOMPLETE, {record.position}{of} exchanges read ({counts}); {resume} resumes it"
+        console.print(line, highlight=False, soft_wrap=True)
+    served = stats.get("approved", 0)
+    if unembedded:
+        line = (
+            f"embeddings: INCOMPLETE, {unembedded} of {served} served exchanges have none yet (the bot answers "
+            f"from the lexical index until they do); {resume} computes them"
+        )
+    else:
+        line = f"embeddings: complete ({served} served exchanges)"
+    console.print(line, highlight=False, soft_wrap=True)
 
 
 @retrieval_app.command("review")

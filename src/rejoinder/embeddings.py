@@ -18,7 +18,7 @@ import re
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 import numpy as np
 
@@ -61,6 +61,16 @@ class CachedEmbedder:
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._size = size
         self._lock = threading.Lock()
+
+    @property
+    def loaded(self) -> bool:
+        """Whether the model is in memory (an embedder that loads lazily may not be yet)."""
+        return getattr(self.inner, "loaded", True)
+
+    def load(self) -> None:
+        load = getattr(self.inner, "load", None)
+        if load is not None:
+            load()
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         out = np.empty((len(texts), self.dim), dtype=np.float32)
@@ -151,10 +161,48 @@ class HashingEmbedder:
         return normalise_rows(out)
 
 
+EMBEDDERS = ("minilm", "hashing")
+
+
 def load_embedder(name: str = "minilm", *, threads: int | None = None) -> CachedEmbedder:
     """``minilm`` (default) or ``hashing``."""
     if name == "minilm":
         return CachedEmbedder(MiniLMEmbedder(threads=threads))
     if name == "hashing":
         return CachedEmbedder(HashingEmbedder())
-    raise ConfigError(f"unknown embedder {name!r}; expected 'minilm' or 'hashing'")
+    raise ConfigError(f"unknown embedder {name!r}; expected one of {', '.join(EMBEDDERS)}")
+
+
+class LazyEmbedder:
+    """An embedder whose model loads on the first :meth:`encode` (or :meth:`load`), from any thread.
+
+    Its ``name`` and ``dim`` are known at once, so an index can be opened, and searched by words,
+    before the model is in memory (loading MiniLM takes seconds).
+    """
+
+    _SHAPES: ClassVar[dict[str, tuple[str, int]]] = {
+        "minilm": (MiniLMEmbedder.name, MiniLMEmbedder.dim),
+        "hashing": (HashingEmbedder.name, 256),
+    }
+
+    def __init__(self, kind: str = "minilm") -> None:
+        if kind not in self._SHAPES:
+            raise ConfigError(f"unknown embedder {kind!r}; expected one of {', '.join(EMBEDDERS)}")
+        self.kind = kind
+        self.name, self.dim = self._SHAPES[kind]
+        self._inner: CachedEmbedder | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def loaded(self) -> bool:
+        return self._inner is not None
+
+    def load(self) -> CachedEmbedder:
+        with self._lock:
+            if self._inner is None:
+                self._inner = load_embedder(self.kind)
+            return self._inner
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        inner = self._inner or self.load()
+        return inner.encode(texts)

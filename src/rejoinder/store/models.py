@@ -159,3 +159,33 @@ class RetrievalChange(Base):
     created_at: Mapped[datetime]
 
     __table_args__ = (Index("ix_retrieval_changes_collection", "collection", "id"),)
+
+
+class RetrievalImport(Base):
+    """How far the import of one corpus into one collection has come, so that it resumes there.
+
+    ``position`` counts the corpus's exchanges dealt with (stored, skipped as duplicates or refused
+    by the screen); it moves in the same transaction as the exchanges it covers, so a process
+    killed at any moment resumes exactly after the last committed batch.
+    """
+
+    __tablename__ = "retrieval_imports"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    collection: Mapped[str] = mapped_column(String(100))
+    corpus: Mapped[str] = mapped_column(String(1000))
+    """The corpus spec (``chitchat``, ``self-dialogue``) or the absolute path of a corpus file."""
+    window: Mapped[int]
+    position: Mapped[int] = mapped_column(default=0)
+    total: Mapped[int | None]
+    """How many exchanges the corpus holds, once counted."""
+    imported: Mapped[int] = mapped_column(default=0)
+    duplicates: Mapped[int] = mapped_column(default=0)
+    refused: Mapped[int] = mapped_column(default=0)
+    started_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    completed_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        UniqueConstraint("collection", "corpus", "window", name="uq_retrieval_imports_collection_corpus_window"),
+    )

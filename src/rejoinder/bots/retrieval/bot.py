@@ -1,40 +1,55 @@
 """The retrieval bot (CleverBot's design): answer with what a human said next in the most similar past context.
 
+Building the bot opens nothing: the store, the moderation screen, the embedding model and the
+index are opened when first needed, and the corpus is imported by :meth:`RetrievalBot.prepare`
+(see :mod:`~rejoinder.bots.retrieval.prepare`), which returns once the bot can answer and goes
+on in the background.
+
 Each turn:
 
-1. The user's message is screened (:mod:`moderation`). A message the screen refuses is never
-   learned; one it refuses on strong evidence (a listed word, a policy rule such as a threat, or
-   a near-certain model score) gets a deflection instead of an answer from memory.
-2. If the bot spoke last, the message is learned as a reply to the bot's utterance (and the turns
-   before it), attributed to the user and the conversation. Learned replies wait in quarantine
-   until enough distinct users have taught the same reply to the same context, or an admin
-   approves them; a user may teach only so many replies an hour.
+1. The user's message is screened (:mod:`rejoinder.moderation`). A message the screen refuses is
+   never learned; one it refuses on strong evidence (a listed word, a policy rule such as a
+   threat, or a near-certain model score) gets a deflection instead of an answer from memory.
+2. If the bot spoke last, the message is a lesson: a reply to the bot's utterance (and the turns
+   before it), attributed to the user and the conversation. The bot writes nothing itself: the
+   lesson rides on the reply as an effect (:attr:`~rejoinder.dialogue.Reply.effects`) that the
+   session makes in the turn's own transaction, so a turn that is refused teaches nothing.
+   Learned replies wait in quarantine until enough distinct users have taught the same reply to
+   the same context, or an admin approves them; a user may teach only so many replies an hour.
 3. The context (the user's message and the turns before it) is searched in the served exchanges
-   (:mod:`index`: BM25 + embeddings). Each candidate is scored half by how close its context was
-   and half by how well its reply fits the live context (cosine of the reply's embedding with the
-   context's). Replies the bot said recently in this conversation, echoes of the user and
-   anything the screen now refuses are dropped, and one is drawn with probability proportional
-   to ``exp(score / temperature)``. The draw is seeded
-   by the conversation and turn, so a resumed conversation continues exactly as it would have.
-4. The reply carries a confidence (the cosine similarity of the matched context), so a router can
-   fall back to another bot when the bot is unsure.
+   (:mod:`~rejoinder.bots.retrieval.index`). Once every served exchange has its embeddings, the
+   search is hybrid (BM25 + embeddings) and each candidate is scored half by how close its
+   context was and half by how well its reply fits the live context (cosine of the reply's
+   embedding with the context's). While embeddings are still being computed, candidates come
+   from BM25 alone, scored by BM25 relative to the best. Replies the bot said recently in this
+   conversation, echoes of the user and anything the screen now refuses are dropped, and one is
+   drawn with probability proportional to ``exp(score / temperature)``. The draw is seeded by the
+   conversation and turn, so a resumed conversation continues exactly as it would have.
+4. The reply carries a confidence for a router to fall back on: the cosine similarity of the
+   matched context (hybrid), or the word overlap of the user's message with the matched
+   context's last turn (lexical, usually lower: a router falls back more often until the
+   embeddings are complete). ``meta["index"]`` says which index answered.
 """
 
 from __future__ import annotations
 
 import hashlib
+import threading
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
 import numpy as np
 
-from rejoinder.bots.retrieval.index import Hit
+from rejoinder.bots.retrieval.index import word_overlap
 from rejoinder.bots.retrieval.memory import RetrievalMemory, ServedReply, normalise
+from rejoinder.bots.retrieval.prepare import Preparation
 from rejoinder.bots.retrieval.served import ServedIndex, served_index
-from rejoinder.dialogue import Dialogue, Reply, utcnow
-from rejoinder.embeddings import CachedEmbedder, context_vector, load_embedder
+from rejoinder.dialogue import Cancel, Dialogue, ProgressFn, Readiness, Reply, utcnow
+from rejoinder.embeddings import EMBEDDERS, CachedEmbedder, Embedder, LazyEmbedder, context_vector
 from rejoinder.errors import ConfigError, InvalidMessage
 from rejoinder.moderation import Moderator
+from rejoinder.moderation.policy import read_policy_file
 
 DEFLECTIONS = (
     "I'd rather keep this friendly. What else is on your mind?",
@@ -45,11 +60,10 @@ FALLBACK = "I don't know what to say to that yet. What would you say?"
 REPLY_FIT_WEIGHT = 0.5
 """Share of a candidate's score that is how well its reply fits the live context (reply-context cosine);
 the rest is how close its own context was (the index's fused score)."""
+STRONG_MODEL_SCORE = 0.95
 
 _EMBEDDERS: dict[str, CachedEmbedder] = {}
-
-
-STRONG_MODEL_SCORE = 0.95
+_EMBEDDERS_LOCK = threading.Lock()
 
 
 def _strong(verdict: Any) -> bool:
@@ -61,21 +75,28 @@ def _strong(verdict: Any) -> bool:
 
 
 def shared_embedder(name: str) -> CachedEmbedder:
-    """One embedder per process and name: the model loads once."""
-    if name not in _EMBEDDERS:
-        _EMBEDDERS[name] = load_embedder(name)
-    return _EMBEDDERS[name]
+    """One embedder per process and name; its model loads on first use, once."""
+    with _EMBEDDERS_LOCK:
+        if name not in _EMBEDDERS:
+            _EMBEDDERS[name] = CachedEmbedder(LazyEmbedder(name))
+        return _EMBEDDERS[name]
 
 
 class RetrievalBot:
-    """Answers from human replies in the store and learns new ones from its users."""
+    """Answers from human replies in the store and learns new ones from its users.
+
+    ``memory`` is the collection and ``moderator`` the screen, each given or as a function that
+    builds it on first use (the default screen when None); ``embedder`` is an embedder or the name
+    of one, whose model loads on first use. ``corpus`` is imported by :meth:`prepare`.
+    """
 
     def __init__(
         self,
-        memory: RetrievalMemory,
-        served: ServedIndex,
-        moderator: Moderator,
+        memory: RetrievalMemory | Callable[[], RetrievalMemory],
         *,
+        moderator: Moderator | Callable[[], Moderator] | None = None,
+        embedder: Embedder | str = "minilm",
+        corpus: str | None = None,
         name: str = "retrieval",
         window: int = 3,
         k: int = 10,
@@ -90,9 +111,7 @@ class RetrievalBot:
         if temperature < 0:
             raise ConfigError(f"option temperature={temperature}: must be 0 (always the best) or more")
         self.name = name
-        self.memory = memory
-        self.served = served
-        self.moderator = moderator
+        self.corpus = corpus or None
         self.window = window
         self.k = k
         self.temperature = temperature
@@ -100,6 +119,81 @@ class RetrievalBot:
         self.min_teachers = min_teachers
         self.learn_per_hour = learn_per_hour
         self.recent = recent
+        self._memory = memory if isinstance(memory, RetrievalMemory) else None
+        self._open_memory = memory if not isinstance(memory, RetrievalMemory) else None
+        self._moderator = moderator if isinstance(moderator, Moderator) else None
+        self._build_moderator = moderator if callable(moderator) and not isinstance(moderator, Moderator) else Moderator
+        self._embedder_name = embedder if isinstance(embedder, str) else None
+        self._embedder = None if isinstance(embedder, str) else embedder
+        self._served: ServedIndex | None = None
+        self._lock = threading.RLock()
+        self.preparation = Preparation(self)
+
+    # -- parts, opened on first use ---------------------------------------------------------------
+    @property
+    def memory(self) -> RetrievalMemory:
+        if self._memory is None:
+            with self._lock:
+                if self._memory is None:
+                    assert self._open_memory is not None
+                    self._memory = self._open_memory()
+        return self._memory
+
+    @property
+    def moderator(self) -> Moderator:
+        if self._moderator is None:
+            with self._lock:
+                if self._moderator is None:
+                    self._moderator = self._build_moderator()
+        return self._moderator
+
+    @property
+    def embedder(self) -> Embedder:
+        if self._embedder is None:
+            assert self._embedder_name is not None
+            self._embedder = shared_embedder(self._embedder_name)
+        return self._embedder
+
+    @property
+    def served(self) -> ServedIndex:
+        if self._served is None:
+            with self._lock:
+                if self._served is None:
+                    self._served = served_index(self.memory, self.embedder)
+        return self._served
+
+    @property
+    def served_open(self) -> bool:
+        return self._served is not None
+
+    @property
+    def hybrid(self) -> bool:
+        """Whether answers come from the hybrid index: every served exchange embedded, the model loaded."""
+        return self.served.complete and getattr(self.embedder, "loaded", True)
+
+    # -- preparation (the PreparingBot protocol) -----------------------------------------------------
+    def readiness(self) -> Readiness:
+        return self.preparation.readiness()
+
+    def prepare(
+        self, progress: ProgressFn | None = None, cancel: Cancel | None = None, *, background: bool = True
+    ) -> None:
+        """Import the corpus and compute embeddings, resuming what an earlier run left.
+
+        Returns as soon as the bot can answer (the first batch is in, or earlier runs stored
+        something) and goes on in a worker thread (see :class:`Preparation`); with
+        ``background=False`` it returns when everything is done. ``cancel`` stops the work
+        before its next batch, whenever it is set.
+        """
+        self.preparation.prepare(progress, cancel, background=background)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait for the background preparation to end; False if it is still running after ``timeout``."""
+        return self.preparation.wait(timeout)
+
+    def stop(self, timeout: float | None = None) -> bool:
+        """Stop the background preparation before its next batch; True once it has stopped."""
+        return self.preparation.stop(timeout)
 
     def greet(self, dialogue: Dialogue) -> Reply | None:
         return None
@@ -109,6 +203,8 @@ class RetrievalBot:
         message = dialogue.last_user_message
         if message is None:
             raise InvalidMessage("the retrieval bot needs a user message to respond to")
+        if self.preparation.stage == "idle" or not self.preparation.ready:
+            self.prepare()  # a front end that does not prepare bots gets the import started here
         turns = [m.text for m in dialogue.messages if m.role in ("user", "assistant")][-self.window :]
         verdict = self.moderator.check(message.text)
         if not verdict.allowed and _strong(verdict):
@@ -120,62 +216,97 @@ class RetrievalBot:
                 meta={"source": "moderated", "reasons": list(verdict.reasons)},
             )
         meta: dict[str, Any] = {}
+        effects = []
         if not verdict.allowed:
             meta["learned"] = {"skipped": "the screen refused it", "reasons": list(verdict.reasons)}
         elif self.learn:
-            meta["learned"] = self._learn(dialogue, verdict.score)
+            meta["learned"], effect = self._lesson(dialogue, verdict.score)
+            if effect is not None:
+                effects.append(effect)
         reply = self._answer(dialogue, turns)
         reply.meta.update(meta)
+        reply.effects.extend(effects)
         return reply
 
-    def _learn(self, dialogue: Dialogue, toxicity: float) -> dict[str, Any]:
+    def _lesson(self, dialogue: Dialogue, toxicity: float) -> tuple[dict[str, Any], Callable[[Any], None] | None]:
+        """What the user's message teaches, and the write that records it with the turn."""
         history = [m for m in dialogue.messages if m.role in ("user", "assistant")]
         if len(history) < 2 or history[-2].role != "assistant":
-            return {"skipped": "nothing to answer"}
+            return {"skipped": "nothing to answer"}, None
         if history[-2].meta.get("source") in ("moderated", "fallback"):
-            return {"skipped": "the bot's line was not from memory"}
-        if not dialogue.user_id:
-            return {"skipped": "anonymous users do not teach"}
+            return {"skipped": "the bot's line was not from memory"}, None
+        user_id = dialogue.user_id
+        if not user_id:
+            return {"skipped": "anonymous users do not teach"}, None
         if self.learn_per_hour == 0 or (
-            self.memory.teachings_since(dialogue.user_id, utcnow() - timedelta(hours=1)) >= self.learn_per_hour
+            self.memory.teachings_since(user_id, utcnow() - timedelta(hours=1)) >= self.learn_per_hour
         ):
-            return {"skipped": "rate limit"}
+            return {"skipped": "rate limit"}, None
         context = [m.text for m in history[:-1]][-self.window :]
-        vectors = self.served.embedder.encode([*context, history[-1].text])
-        taught = self.memory.teach(
-            context,
-            history[-1].text,
-            user_id=dialogue.user_id,
-            conversation_id=dialogue.conversation_id,
-            vector=context_vector(vectors[:-1]),
-            reply_vector=vectors[-1],
-            toxicity=toxicity,
-            min_teachers=self.min_teachers,
-        )
-        return {"exchange": taught.exchange_id, "status": taught.status, "teachers": taught.teachers}
+        taught = history[-1].text
+        try:
+            vectors = self.embedder.encode([*context, taught])
+        except ConfigError as exc:
+            return {"skipped": f"no embedding model: {exc}"}, None
+        exchange, status, teachers = self.memory.lesson(context[-1], taught, user_id)
+        if status is None or status == "quarantined":
+            status = "approved" if teachers >= self.min_teachers else "quarantined"
+        memory, min_teachers, conversation = self.memory, self.min_teachers, dialogue.conversation_id
+
+        def record(session: Any) -> None:
+            memory.teach_in(
+                session,
+                context,
+                taught,
+                user_id=user_id,
+                conversation_id=conversation,
+                vector=context_vector(vectors[:-1]),
+                reply_vector=vectors[-1],
+                toxicity=toxicity,
+                min_teachers=min_teachers,
+            )
+
+        return {"exchange": exchange, "status": status, "teachers": teachers}, record
 
     def _answer(self, dialogue: Dialogue, turns: list[str]) -> Reply:
-        query = self.served.query_vector(turns)
-        hits = self.served.search(turns, k=max(self.k * 3, 20), vector=query)
-        rows = self.memory.replies([h.id for h in hits])
         recent: list[str] = dialogue.state.setdefault("recent", [])
         said = set(recent)
         echo = normalise(turns[-1])
-        candidates: list[tuple[Hit, ServedReply, float]] = []
-        for hit in hits:
-            row = rows.get(hit.id)
+        wanted = max(self.k * 3, 20)
+        hybrid = self.hybrid
+        candidates: list[tuple[int, ServedReply, float, dict[str, Any]]] = []
+        if hybrid:
+            query = self.served.query_vector(turns)
+            hits = self.served.search(turns, k=wanted, vector=query)
+            rows = self.memory.replies([h.id for h in hits])
+            found = [(h.id, rows.get(h.id), h) for h in hits]
+        else:
+            lexical = self.served.search_lexical(turns, k=wanted)
+            rows = self.memory.replies([i for i, _ in lexical])
+            best = lexical[0][1] if lexical else 1.0
+            found = [(i, rows.get(i), bm25 / best) for i, bm25 in lexical]
+        for exchange_id, row, hit in found:
             if row is None:
                 continue
             reply_key = normalise(row.reply)
             if reply_key in said or reply_key == echo or not reply_key:
                 continue
-            fit = float(row.vector @ query) if row.vector is not None else hit.score
-            candidates.append((hit, row, (1 - REPLY_FIT_WEIGHT) * hit.score + REPLY_FIT_WEIGHT * fit))
+            if hybrid:
+                fit = float(row.vector @ query) if row.vector is not None else hit.score
+                score = (1 - REPLY_FIT_WEIGHT) * hit.score + REPLY_FIT_WEIGHT * fit
+                facts = {"index": "hybrid", "cosine": round(hit.cosine, 4), "bm25": round(hit.bm25, 3)}
+                confidence = hit.cosine
+            else:
+                score = hit
+                confidence = word_overlap(turns[-1], row.context[-1])
+                facts = {"index": "lexical", "overlap": round(confidence, 4)}
+            facts["confidence"] = float(min(1.0, max(0.0, confidence)))
+            candidates.append((exchange_id, row, score, facts))
             if len(candidates) == self.k:
                 break
         choice = None
         while candidates:
-            index = self._draw([score for _, _, score in candidates], dialogue)
+            index = self._draw([score for _, _, score, _ in candidates], dialogue)
             row = candidates[index][1]
             # The model scored this reply when it was stored; word lists and rules run again.
             if self.moderator.check(row.reply, model_score=row.toxicity).allowed:
@@ -183,19 +314,21 @@ class RetrievalBot:
                 break
             del candidates[index]  # the screen has changed since it was stored: never say it
         if choice is None:
-            return Reply(FALLBACK, confidence=0.0, meta={"source": "fallback"})
-        hit, row, score = choice
+            return Reply(
+                FALLBACK, confidence=0.0, meta={"source": "fallback", "index": "hybrid" if hybrid else "lexical"}
+            )
+        exchange_id, row, score, facts = choice
         recent.append(normalise(row.reply))
         del recent[: max(0, len(recent) - self.recent)]
+        confidence = facts.pop("confidence")
         return Reply(
             row.reply,
-            confidence=float(min(1.0, max(0.0, hit.cosine))),
+            confidence=confidence,
             meta={
                 "source": "retrieval",
-                "exchange": hit.id,
+                "exchange": exchange_id,
                 "score": round(score, 4),
-                "cosine": round(hit.cosine, 4),
-                "bm25": round(hit.bm25, 3),
+                **facts,
                 "corpus": row.source,
                 "matched": row.context[-1],
             },
@@ -226,26 +359,27 @@ def create(
     threshold: float | str = 0.8,
     policy: str | None = None,
 ) -> RetrievalBot:
-    """CleverBot-style retrieval bot that learns from its users, with a toxicity screen."""
+    """CleverBot-style retrieval bot that learns from its users, with a toxicity screen.
+
+    Cheap and without side effects: the store, the screen, the model, the index and the corpus
+    import wait for :meth:`RetrievalBot.prepare` (or the first reply).
+    """
     from rejoinder.bots import as_bool, as_number
-    from rejoinder.store import Store
 
-    store = store or Store()
-    moderator = (
-        Moderator.from_policy_file(policy) if policy else Moderator(threshold=as_number("threshold", threshold, float))
-    )
-    memory = RetrievalMemory(store, collection)
-    model = shared_embedder(embedder)
-    window = as_number("window", window, int)
-    if corpus and not memory.stats():
-        from rejoinder.bots.retrieval.train import import_corpus, progress_printer
+    def open_memory() -> RetrievalMemory:
+        from rejoinder.store import Store
 
-        import_corpus(memory, model, moderator, corpus, window=window, progress=progress_printer())
+        return RetrievalMemory(store or Store(), collection)
+
+    if embedder not in EMBEDDERS:
+        raise ConfigError(f"option embedder={embedder!r}: expected one of {', '.join(EMBEDDERS)}")
+    screen = read_policy_file(policy) if policy else {"threshold": as_number("threshold", threshold, float)}
     return RetrievalBot(
-        memory,
-        served_index(memory, model),
-        moderator,
-        window=window,
+        RetrievalMemory(store, collection) if store is not None else open_memory,
+        moderator=lambda: Moderator(**screen),
+        embedder=embedder,
+        corpus=corpus,
+        window=as_number("window", window, int),
         k=as_number("k", k, int),
         temperature=as_number("temperature", temperature, float),
         learn=as_bool("learn", learn),

@@ -7,10 +7,13 @@ candidate lists are merged and each candidate gets
 
     score = VECTOR_WEIGHT * cosine + (1 - VECTOR_WEIGHT) * bm25 / best_bm25
 
-Both engines add and remove documents one at a time, so learning an exchange costs
-milliseconds. The index is a cache of the store: it lives in a folder next to the database,
-remembers which entry of the store's change log it has applied, and catches up by replaying the
-later entries (or rebuilds from the vectors kept in the store when its files are gone).
+An exchange enters the lexical index as soon as it is stored and the vector index once its
+embedding is computed; until every served exchange has its embedding (:attr:`HybridIndex.complete`)
+the bot searches by words only (:meth:`HybridIndex.search_lexical`). Both engines add and remove
+documents one at a time, so learning an exchange costs milliseconds. The index is a cache of
+the store: it lives in a folder next to the database, remembers which entry of the store's
+change log it has applied, and catches up by replaying the later entries (or rebuilds from the
+vectors kept in the store when its files are gone).
 """
 
 from __future__ import annotations
@@ -53,6 +56,22 @@ def _query_words(text: str) -> str:
     words = _lexical_text(text)
     kept = " ".join(w for w in words.split() if w.lower() not in ENGLISH_STOP_WORDS)
     return kept or words
+
+
+def _content_words(text: str) -> set[str]:
+    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
+    words = {w.casefold() for w in _lexical_text(text).split()}
+    return (words - ENGLISH_STOP_WORDS) or words
+
+
+def word_overlap(a: str, b: str) -> float:
+    """Cosine of the two texts' sets of words (English stop words left out when others remain), 0..1:
+    how alike two utterances are when there are no embeddings to compare."""
+    first, second = _content_words(a), _content_words(b)
+    if not first or not second:
+        return 0.0
+    return len(first & second) / float(np.sqrt(len(first) * len(second)))
 
 
 class HybridIndex:
@@ -101,6 +120,7 @@ class HybridIndex:
             self.vectors.load(str(vector_file))
             self.applied_change = int(meta.get("applied_change", 0))
         self.lexical.reload()
+        self._lexical_count = self.lexical.searcher().num_docs
 
     # -- persistence ---------------------------------------------------------------------------
     def _read_meta(self) -> dict | None:
@@ -117,7 +137,13 @@ class HybridIndex:
         tmp = self.folder / "vectors.usearch.tmp"
         self.vectors.save(str(tmp))
         os.replace(tmp, self.folder / "vectors.usearch")
-        meta = {"dim": self.dim, "embedder": self.embedder, "applied_change": self.applied_change, "count": len(self)}
+        meta = {
+            "dim": self.dim,
+            "embedder": self.embedder,
+            "applied_change": self.applied_change,
+            "count": len(self),
+            "vectors": self.vector_count,
+        }
         tmp_meta = self.folder / (self.META + ".tmp")
         tmp_meta.write_text(json.dumps(meta))
         os.replace(tmp_meta, self.folder / self.META)
@@ -135,16 +161,21 @@ class HybridIndex:
             self._writer = self.lexical.writer(heap_size=64_000_000, num_threads=1)
         return self._writer
 
-    def add(self, ids: Sequence[int], lasts: Sequence[str], prevs: Sequence[str], vectors: np.ndarray) -> None:
+    def add(self, ids: Sequence[int], lasts: Sequence[str], prevs: Sequence[str]) -> None:
+        """Make exchanges findable by their words (adding one again replaces it)."""
+        writer = self._writer_()
+        for exchange_id, last, prev in zip(ids, lasts, prevs, strict=True):
+            writer.delete_documents_by_term("id", int(exchange_id))
+            writer.add_document(
+                self._tantivy.Document(id=int(exchange_id), last=_lexical_text(last), prev=_lexical_text(prev))
+            )
+
+    def add_vectors(self, ids: Sequence[int], vectors: np.ndarray) -> None:
+        """Make exchanges findable by their context embeddings (adding one again replaces it)."""
         if len(ids) == 0:
             return
         if vectors.shape != (len(ids), self.dim):
             raise ConfigError(f"vectors of shape {vectors.shape} do not fit an index of dimension {self.dim}")
-        writer = self._writer_()
-        for exchange_id, last, prev in zip(ids, lasts, prevs, strict=True):
-            writer.add_document(
-                self._tantivy.Document(id=int(exchange_id), last=_lexical_text(last), prev=_lexical_text(prev))
-            )
         keys = np.asarray(ids, dtype=np.uint64)
         present = [k for k in keys if self.vectors.contains(int(k))]
         if present:
@@ -155,7 +186,7 @@ class HybridIndex:
     def remove(self, ids: Sequence[int]) -> None:
         writer = self._writer_()
         for exchange_id in ids:
-            writer.delete_documents("id", int(exchange_id))
+            writer.delete_documents_by_term("id", int(exchange_id))
         present = [int(k) for k in ids if self.vectors.contains(int(k))]
         if present:
             self.vectors.remove(np.asarray(present, dtype=np.uint64))
@@ -166,9 +197,20 @@ class HybridIndex:
             self._writer.wait_merging_threads()
             self._writer = None
             self.lexical.reload()
+            self._lexical_count = self.lexical.searcher().num_docs
 
     def __len__(self) -> int:
+        """How many exchanges the index holds (all findable by words)."""
+        return self._lexical_count
+
+    @property
+    def vector_count(self) -> int:
         return len(self.vectors)
+
+    @property
+    def complete(self) -> bool:
+        """Every exchange in the index has its embedding: searches can be hybrid."""
+        return len(self.vectors) >= self._lexical_count
 
     # -- searching --------------------------------------------------------------------------------
     def search(self, last: str, previous: str, query_vector: np.ndarray, k: int = 20) -> list[Hit]:
@@ -180,13 +222,7 @@ class HybridIndex:
         for key, distance in zip(matches.keys, matches.distances, strict=True):
             cosines[int(key)] = 1.0 - float(distance)
 
-        bm25: dict[int, float] = {}
-        text = _query_words(last)
-        if text:
-            query = self._lexical_query(text, _query_words(previous) if previous else "")
-            searcher = self.lexical.searcher()
-            for score, address in searcher.search(query, k * 2).hits:
-                bm25[int(searcher.doc(address)["id"][0])] = float(score)
+        bm25 = dict(self.search_lexical(last, previous, k * 2))
 
         missing = [key for key in bm25 if key not in cosines]
         if missing:
@@ -207,6 +243,17 @@ class HybridIndex:
         ]
         hits.sort(key=lambda h: h.score, reverse=True)
         return hits[:k]
+
+    def search_lexical(self, last: str, previous: str, k: int = 20) -> list[tuple[int, float]]:
+        """The best ``k`` exchanges for a context by BM25 alone, as (id, score), best first."""
+        text = _query_words(last)
+        if not text or self._lexical_count == 0:
+            return []
+        query = self._lexical_query(text, _query_words(previous) if previous else "")
+        searcher = self.lexical.searcher()
+        return [
+            (int(searcher.doc(address)["id"][0]), float(score)) for score, address in searcher.search(query, k).hits
+        ]
 
     def _lexical_query(self, last: str, previous: str):
         query, _errors = self.lexical.parse_query_lenient(last, ["last"])

@@ -6,6 +6,7 @@ import atexit
 import fcntl
 import hashlib
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
@@ -19,7 +20,10 @@ from rejoinder.embeddings import Embedder, context_vector
 from rejoinder.store import Store, data_dir
 
 SAVE_AFTER = 2000
-"""Changes applied since the last save that make the index write its files again."""
+"""Changes applied since the last save that make the index write its files again..."""
+SAVE_EVERY_S = 60.0
+"""...unless it saved less than this long ago (a bulk import saves once a minute, not once a batch:
+the files are a cache, and what they miss is replayed from the change log at the next start)."""
 
 
 def index_folder(store: Store, collection: str) -> Path:
@@ -55,6 +59,7 @@ class ServedIndex:
             persist = False
         self.index = HybridIndex(folder, dim=embedder.dim, embedder=embedder.name, persist=persist)
         self._pending = 0
+        self._saved_at = time.monotonic()
         self._mutex = threading.Lock()
         self.sync()
 
@@ -67,32 +72,45 @@ class ServedIndex:
                 if not changes:
                     break
                 final: dict[int, str] = {}
+                embedded: set[int] = set()
                 for _change_id, exchange_id, op in changes:
-                    final[exchange_id] = op
+                    if op == "embed":
+                        embedded.add(exchange_id)
+                    else:
+                        final[exchange_id] = op
+                embedded -= set(final)  # an added exchange comes with its vector as it is now
                 removes = [i for i, op in final.items() if op == "remove"]
                 if removes:
                     self.index.remove(removes)
                 adds = self.memory.served([i for i, op in final.items() if op == "add"])
                 if adds:
-                    vectors = unpack_vectors([v for _, _, v in adds], self.embedder.dim)
                     self.index.add(
-                        [i for i, _, _ in adds],
-                        [c[-1] for _, c, _ in adds],
-                        [" ".join(c[:-1]) for _, c, _ in adds],
-                        vectors,
+                        [i for i, _, _ in adds], [c[-1] for _, c, _ in adds], [" ".join(c[:-1]) for _, c, _ in adds]
+                    )
+                with_vectors = [(i, v) for i, _, v in adds if v is not None]
+                with_vectors += [(i, v) for i, _, v in self.memory.served(sorted(embedded)) if v is not None]
+                if with_vectors:
+                    self.index.add_vectors(
+                        [i for i, _ in with_vectors], unpack_vectors([v for _, v in with_vectors], self.embedder.dim)
                     )
                 self.index.applied_change = changes[-1][0]
                 applied += len(changes)
             if applied:
                 self.index.commit()
                 self._pending += applied
-                if self._pending >= SAVE_AFTER:
+                if self._pending >= SAVE_AFTER and time.monotonic() - self._saved_at >= SAVE_EVERY_S:
                     self.save_locked()
         return applied
+
+    @property
+    def complete(self) -> bool:
+        """Every served exchange this index knows has its embedding: searches are hybrid."""
+        return self.index.complete
 
     def save_locked(self) -> None:
         self.index.save()
         self._pending = 0
+        self._saved_at = time.monotonic()
 
     def save(self) -> None:
         with self._mutex:
@@ -102,13 +120,22 @@ class ServedIndex:
     def query_vector(self, turns: Sequence[str]) -> np.ndarray:
         return context_vector(self.embedder.encode(list(turns)))
 
-    def search(self, turns: Sequence[str], k: int = 20, vector: np.ndarray | None = None) -> list[Hit]:
-        """Nearest served exchanges to a context (oldest turn first, the user's message last)."""
+    def catch_up(self) -> None:
         if self.memory.last_change() > self.index.applied_change:
             self.sync()
+
+    def search(self, turns: Sequence[str], k: int = 20, vector: np.ndarray | None = None) -> list[Hit]:
+        """Nearest served exchanges to a context (oldest turn first, the user's message last), by
+        words and embeddings (see :meth:`search_lexical` while embeddings are missing)."""
+        self.catch_up()
         if vector is None:
             vector = self.query_vector(turns)
         return self.index.search(turns[-1], " ".join(turns[:-1]), vector, k)
+
+    def search_lexical(self, turns: Sequence[str], k: int = 20) -> list[tuple[int, float]]:
+        """Served exchanges whose contexts share the most words with ``turns``: (id, BM25), best first."""
+        self.catch_up()
+        return self.index.search_lexical(turns[-1], " ".join(turns[:-1]), k)
 
     def close(self) -> None:
         self.save()
