@@ -28,7 +28,7 @@ from rejoinder.bots.retrieval.served import close_all, index_folder
 from rejoinder.chat import ChatSession
 from rejoinder.cli import app
 from rejoinder.dialogue import Cancel, Dialogue, Message, PreparingBot
-from rejoinder.embeddings import HashingEmbedder
+from rejoinder.embeddings import HashingEmbedder, context_vector
 from rejoinder.errors import ConcurrentUpdate, SourceError
 from rejoinder.moderation import Moderator
 from rejoinder.store import Store
@@ -73,19 +73,29 @@ def memory_at(url: str) -> RetrievalMemory:
 
 
 class GatedEmbedder:
-    """The hashing embedder, but every encode waits until the test opens the gate."""
+    """The hashing embedder, but its model "loads" only when the test opens the gate.
+
+    With ``only_background`` the model counts as loaded at once and only the preparation's
+    embedding pass waits for the gate: replies can use the model while embeddings are missing.
+    """
 
     name = "hashing"
     dim = 256
 
-    def __init__(self) -> None:
+    def __init__(self, only_background: bool = False) -> None:
         self.inner = HashingEmbedder()
         self.gate = threading.Event()
+        self.only_background = only_background
         self.calls = 0
 
+    @property
+    def loaded(self) -> bool:
+        return self.only_background or self.gate.is_set()
+
     def encode(self, texts):
-        self.calls += 1
-        assert self.gate.wait(20), "the test never opened the gate"
+        if not self.only_background or threading.current_thread().name.startswith("rejoinder-retrieval-prepare"):
+            self.calls += 1
+            assert self.gate.wait(20), "the test never opened the gate"
         return self.inner.encode(texts)
 
 
@@ -147,6 +157,21 @@ def test_a_first_start_answers_from_the_lexical_index_before_embeddings_exist(st
     assert bot.memory.count_unembedded() == 0
     reply = ask(bot, "turn 2 of talk 1 about movies and thing1x2")
     assert reply.meta["index"] == "hybrid" and "talk 1 about movies" in reply.text
+
+
+def test_while_embeddings_are_computed_a_loaded_model_ranks_the_replies_and_gives_the_confidence(store, corpus, screen):
+    embedder = GatedEmbedder(only_background=True)
+    bot = RetrievalBot(RetrievalMemory(store, "default"), moderator=screen, embedder=embedder, corpus=str(corpus))
+    bot.prepare()
+    query = "turn 2 of talk 1 about movies and thing1x2"
+    reply = ask(bot, query)
+    assert reply.meta["index"] == "lexical" and "fit" in reply.meta
+    assert reply.text == "turn 3 of talk 1 about movies and thing1x3"
+    matched_context = conversations()[1][:3]
+    expected = float(context_vector(embedder.inner.encode(matched_context)) @ embedder.inner.encode([query])[0])
+    assert reply.confidence == pytest.approx(expected, abs=1e-5)
+    embedder.gate.set()
+    assert bot.wait(30) and bot.readiness().complete
 
 
 def test_readiness_reports_the_import_then_the_embeddings_with_totals(store, corpus, screen):

@@ -61,6 +61,7 @@ class CachedEmbedder:
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._size = size
         self._lock = threading.Lock()
+        self._model_lock = threading.Lock()
 
     @property
     def loaded(self) -> bool:
@@ -84,7 +85,10 @@ class CachedEmbedder:
                     self._cache.move_to_end(text)
                     out[i] = hit
         if missing:
-            vectors = self.inner.encode([texts[i] for i in missing])
+            # One call into the model at a time: a Hugging Face tokenizer used from two threads at
+            # once can fail ("Already borrowed"), and the model runs on every core anyway.
+            with self._model_lock:
+                vectors = self.inner.encode([texts[i] for i in missing])
             with self._lock:
                 for i, vector in zip(missing, vectors, strict=True):
                     out[i] = vector
@@ -192,6 +196,7 @@ class LazyEmbedder:
         self.name, self.dim = self._SHAPES[kind]
         self._inner: CachedEmbedder | None = None
         self._lock = threading.Lock()
+        self._model_lock = threading.Lock()
 
     @property
     def loaded(self) -> bool:

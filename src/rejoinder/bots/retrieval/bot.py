@@ -21,14 +21,17 @@ Each turn:
    search is hybrid (BM25 + embeddings) and each candidate is scored half by how close its
    context was and half by how well its reply fits the live context (cosine of the reply's
    embedding with the context's). While embeddings are still being computed, candidates come
-   from BM25 alone, scored by BM25 relative to the best. Replies the bot said recently in this
+   from BM25 alone, scored half by BM25 relative to the best and half by the same reply fit
+   (the reply embedded on the spot when the embedding pass has not reached it yet); in the
+   seconds before the model has loaded, by BM25 alone. Replies the bot said recently in this
    conversation, echoes of the user and anything the screen now refuses are dropped, and one is
    drawn with probability proportional to ``exp(score / temperature)``. The draw is seeded by the
    conversation and turn, so a resumed conversation continues exactly as it would have.
 4. The reply carries a confidence for a router to fall back on: the cosine similarity of the
-   matched context (hybrid), or the word overlap of the user's message with the matched
-   context's last turn (lexical, usually lower: a router falls back more often until the
-   embeddings are complete). ``meta["index"]`` says which index answered.
+   matched context's embedding with the live context's (from the index, or computed on the spot
+   while embeddings are missing), or, before the model has loaded, the word overlap of the
+   user's message with the matched context's last turn (usually lower: a router falls back more
+   often for those seconds). ``meta["index"]`` says which index answered.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ from typing import Any
 
 import numpy as np
 
-from rejoinder.bots.retrieval.index import word_overlap
+from rejoinder.bots.retrieval.index import Hit, word_overlap
 from rejoinder.bots.retrieval.memory import RetrievalMemory, ServedReply, normalise
 from rejoinder.bots.retrieval.prepare import Preparation
 from rejoinder.bots.retrieval.served import ServedIndex, served_index
@@ -274,39 +277,36 @@ class RetrievalBot:
         echo = normalise(turns[-1])
         wanted = max(self.k * 3, 20)
         hybrid = self.hybrid
-        candidates: list[tuple[int, ServedReply, float, dict[str, Any]]] = []
+        # While embeddings are missing the model may already be loaded: it still ranks the replies.
+        query = self.served.query_vector(turns) if hybrid or getattr(self.embedder, "loaded", True) else None
         if hybrid:
-            query = self.served.query_vector(turns)
             hits = self.served.search(turns, k=wanted, vector=query)
-            rows = self.memory.replies([h.id for h in hits])
-            found = [(h.id, rows.get(h.id), h) for h in hits]
+            found: list[tuple[int, float, Hit | None]] = [(h.id, h.score, h) for h in hits]
         else:
             lexical = self.served.search_lexical(turns, k=wanted)
-            rows = self.memory.replies([i for i, _ in lexical])
             best = lexical[0][1] if lexical else 1.0
-            found = [(i, rows.get(i), bm25 / best) for i, bm25 in lexical]
-        for exchange_id, row, hit in found:
+            found = [(i, bm25 / best, None) for i, bm25 in lexical]
+        rows = self.memory.replies([i for i, _, _ in found])
+        picked: list[tuple[int, ServedReply, float, Hit | None]] = []
+        for exchange_id, match, hit in found:
+            row = rows.get(exchange_id)
             if row is None:
                 continue
             reply_key = normalise(row.reply)
             if reply_key in said or reply_key == echo or not reply_key:
                 continue
-            if hybrid:
-                fit = float(row.vector @ query) if row.vector is not None else hit.score
-                score = (1 - REPLY_FIT_WEIGHT) * hit.score + REPLY_FIT_WEIGHT * fit
-                facts = {"index": "hybrid", "cosine": round(hit.cosine, 4), "bm25": round(hit.bm25, 3)}
-                confidence = hit.cosine
-            else:
-                score = hit
-                confidence = word_overlap(turns[-1], row.context[-1])
-                facts = {"index": "lexical", "overlap": round(confidence, 4)}
-            facts["confidence"] = float(min(1.0, max(0.0, confidence)))
-            candidates.append((exchange_id, row, score, facts))
-            if len(candidates) == self.k:
+            picked.append((exchange_id, row, match, hit))
+            if len(picked) == self.k:
                 break
+        fits = self._fits([row for _, row, _, _ in picked], query) if query is not None else [None] * len(picked)
+        candidates = []
+        for (exchange_id, row, match, hit), fit in zip(picked, fits, strict=True):
+            score = match if fit is None else (1 - REPLY_FIT_WEIGHT) * match + REPLY_FIT_WEIGHT * fit
+            candidates.append((exchange_id, row, match, hit, score, fit))
+        index_name = "hybrid" if hybrid else "lexical"
         choice = None
         while candidates:
-            index = self._draw([score for _, _, score, _ in candidates], dialogue)
+            index = self._draw([c[4] for c in candidates], dialogue)
             row = candidates[index][1]
             # The model scored this reply when it was stored; word lists and rules run again.
             if self.moderator.check(row.reply, model_score=row.toxicity).allowed:
@@ -314,25 +314,40 @@ class RetrievalBot:
                 break
             del candidates[index]  # the screen has changed since it was stored: never say it
         if choice is None:
-            return Reply(
-                FALLBACK, confidence=0.0, meta={"source": "fallback", "index": "hybrid" if hybrid else "lexical"}
-            )
-        exchange_id, row, score, facts = choice
+            return Reply(FALLBACK, confidence=0.0, meta={"source": "fallback", "index": index_name})
+        exchange_id, row, match, hit, score, fit = choice
         recent.append(normalise(row.reply))
         del recent[: max(0, len(recent) - self.recent)]
-        confidence = facts.pop("confidence")
+        facts: dict[str, Any] = {"index": index_name, "score": round(score, 4)}
+        if hit is not None:
+            confidence = hit.cosine
+            facts.update(cosine=round(hit.cosine, 4), bm25=round(hit.bm25, 3))
+        elif query is not None:  # the matched context's embedding, computed now
+            confidence = float(context_vector(self.embedder.encode(row.context)) @ query)
+            facts.update(cosine=round(confidence, 4), bm25_share=round(match, 4))
+        else:
+            confidence = word_overlap(turns[-1], row.context[-1])
+            facts.update(overlap=round(confidence, 4), bm25_share=round(match, 4))
+        if fit is not None:
+            facts["fit"] = round(fit, 4)
         return Reply(
             row.reply,
-            confidence=confidence,
+            confidence=float(min(1.0, max(0.0, confidence))),
             meta={
                 "source": "retrieval",
                 "exchange": exchange_id,
-                "score": round(score, 4),
                 **facts,
                 "corpus": row.source,
                 "matched": row.context[-1],
             },
         )
+
+    def _fits(self, rows: list[ServedReply], query: np.ndarray) -> list[float]:
+        """How well each reply fits the live context: the cosine of its embedding (stored, or
+        computed now while the embedding pass has not reached it) with the context's."""
+        missing = [row.reply for row in rows if row.vector is None]
+        computed = dict(zip(missing, self.embedder.encode(missing), strict=True)) if missing else {}
+        return [float((row.vector if row.vector is not None else computed[row.reply]) @ query) for row in rows]
 
     def _draw(self, scores: list[float], dialogue: Dialogue) -> int:
         if self.temperature == 0 or len(scores) == 1:

@@ -34,8 +34,8 @@ BATCH = 1000
 """Exchanges screened and stored per transaction (about a second of work on two cores)."""
 EMBED_BATCH = 256
 """Exchanges embedded per transaction."""
-ENCODE_SLICE = 64
-"""Texts embedded between two looks at ``cancel``."""
+ENCODE_SLICE = 32
+"""Texts embedded in one call: between two calls ``cancel`` is looked at and a reply may use the model."""
 
 
 @dataclass
