@@ -71,7 +71,7 @@ EXTRAS = {
         torch=True,
         chats=(Chat("retrieval", "hello, how are you?", ("-o", "corpus=chatterbot"), greets=False),),
         checks=(
-            "from rejoinder.bots.retrieval.corpus import read_chitchat; assert next(iter(read_chitchat())).reply",
+            "from rejoinder.datasets.corpus import read_chitchat; assert next(iter(read_chitchat())).reply",
             "from rejoinder.embeddings import load_embedder\n"
             "assert load_embedder('minilm').encode(['hi']).shape == (1, 384)",
         ),

@@ -329,11 +329,12 @@ def test_train_command_reports_a_broken_corpus_file_with_its_line(tmp_path):
 @pytest.mark.slow
 def test_minilm_bot_holds_a_sensible_chitchat_out_of_the_box(tmp_path):
     """The real default: MiniLM embeddings over the first 5,000 chitchat exchanges."""
-    from rejoinder.bots.retrieval.train import import_corpus
+    from rejoinder.bots.retrieval.train import embed_missing, import_corpus
 
     memory = RetrievalMemory(Store(f"sqlite:///{tmp_path / 'r.db'}"), "default")
     model = shared_embedder("minilm")
-    import_corpus(memory, model, Moderator(), "chitchat", limit=5000)
+    import_corpus(memory, Moderator(), "chitchat", limit=5000)
+    embed_missing(memory, model)
     bot = RetrievalBot(memory, moderator=Moderator(), embedder=model, temperature=0)
     session, _ = ChatSession.start(memory.store, "retrieval", bot=bot, user_id="ann")
     reply = session.send("Hi! How are you doing today?")
