@@ -29,7 +29,7 @@ from rejoinder.chat import ChatSession
 from rejoinder.cli import app
 from rejoinder.dialogue import Cancel, Dialogue, Message, PreparingBot
 from rejoinder.embeddings import HashingEmbedder, context_vector
-from rejoinder.errors import ConcurrentUpdate, SourceError
+from rejoinder.errors import ConcurrentUpdate, ConfigError, SourceError
 from rejoinder.moderation import Moderator
 from rejoinder.store import Store
 
@@ -440,3 +440,38 @@ def test_a_corpus_that_cannot_be_read_fails_the_preparation_with_its_name(store,
     with pytest.raises(SourceError, match=r"nowhere\.jsonl"):
         ask(bot, "hello")
     assert bot.memory.imports() == []
+
+
+# -- typed options ------------------------------------------------------------------------------------
+def test_a_client_may_tune_the_draw_but_not_the_quarantine_the_screen_or_the_corpus():
+    from rejoinder.bots import available_bots
+
+    entry = available_bots()["retrieval"]
+    converted = entry.check({"temperature": "0", "k": "5", "learn": "false"}, client=True)
+    assert (converted["temperature"], converted["k"], converted["learn"]) == (0.0, 5, False)
+    for option, value in [("min_teachers", 1), ("threshold", 1.0), ("corpus", "/etc/passwd"), ("policy", "p.yaml"),
+                          ("learn_per_hour", 1000), ("collection", "other"), ("embedder", "hashing")]:  # fmt: skip
+        with pytest.raises(ConfigError, match=rf"'{option}'.*only by the operator"):
+            entry.check({option: value}, client=True)
+    assert entry.schema()["properties"]["corpus"]["x-client-settable"] is False
+
+
+def test_bad_retrieval_options_are_all_named_with_what_is_accepted():
+    with pytest.raises(ConfigError) as caught:
+        create(k="0", temperature="warm", learn="maybe", embedder="word2vec")
+    message = str(caught.value)
+    assert "k='0': expected a whole number from 1 to 1000" in message
+    assert "temperature='warm': expected a number from 0 to 10" in message
+    assert "learn='maybe': expected true or false" in message
+    assert "embedder='word2vec': expected one of: minilm, hashing" in message
+
+
+def test_corpus_none_starts_empty_and_a_corpus_with_an_argument_is_kept_whole(tmp_path):
+    from rejoinder.bots import available_bots
+
+    assert create(store=Store(f"sqlite:///{tmp_path / 'a.db'}"), corpus="none").corpus is None
+    converted = available_bots()["retrieval"].check({"corpus": "chatterbot:russian"}, base=tmp_path)
+    assert converted["corpus"] == "chatterbot:russian"
+    assert available_bots()["retrieval"].check({"corpus": "talks.jsonl"}, base=tmp_path)["corpus"] == str(
+        tmp_path / "talks.jsonl"
+    )

@@ -110,6 +110,8 @@ class Option:
         text = str(value)
         if kind in ("path", "model") and text in self.choices:
             return text  # a shipped name (a script, a model), not a path
+        if kind == "path" and text.partition(":")[0] in self.choices and ":" in text:
+            return text  # a shipped name with its argument (chatterbot:russian)
         if kind == "path":
             if not text.strip():
                 return None if self.default is None else self.default

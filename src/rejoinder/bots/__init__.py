@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from rejoinder.dialogue import Bot
-from rejoinder.errors import ConfigError, SourceError, UnknownBot
+from rejoinder.errors import SourceError, UnknownBot
 from rejoinder.options import Option, check_options, declared_options, json_schema
 
 ENTRY_POINT_GROUP = "rejoinder.bots"
@@ -198,23 +198,6 @@ def pool_for(store: Any) -> BotPool:
         if pool is None:
             pool = _POOLS[store] = BotPool(store)
         return pool
-
-
-# -- options from the command line and from older factories -----------------------------------------
-def as_bool(name: str, value: Any) -> bool:
-    """An option value as a boolean (for factories that convert their own options)."""
-    try:
-        return Option(name, "bool", False).convert(value)
-    except ValueError as exc:
-        raise ConfigError(f"option {name}={value!r}: {exc}") from None
-
-
-def as_number(name: str, value: Any, kind: type[int] | type[float]) -> Any:
-    """An option value as an int or float, or a ConfigError naming the option."""
-    try:
-        return Option(name, "int" if kind is int else "float", 0).convert(value)
-    except ValueError as exc:
-        raise ConfigError(f"option {name}={value!r}: {exc}") from None
 
 
 # -- configuration files ------------------------------------------------------------------------------

@@ -53,6 +53,7 @@ from rejoinder.embeddings import EMBEDDERS, CachedEmbedder, Embedder, LazyEmbedd
 from rejoinder.errors import ConfigError, InvalidMessage
 from rejoinder.moderation import Moderator
 from rejoinder.moderation.policy import read_policy_file
+from rejoinder.options import Option, declare
 
 DEFLECTIONS = (
     "I'd rather keep this friendly. What else is on your mind?",
@@ -360,44 +361,68 @@ class RetrievalBot:
         return int(np.random.default_rng(seed).choice(len(scores), p=probs))
 
 
+CORPUS_NAMES = ("chitchat", "self-dialogue", "chatterbot", "none")
+
+OPTIONS = (
+    Option("collection", "text", "default", "the store's collection of exchanges this bot answers from and teaches",
+           client=False),
+    Option("corpus", "path", "chitchat",
+           "imported on the first start: chitchat, self-dialogue[:FOLDER], chatterbot[:LANGUAGE], a JSONL/CSV "
+           "file, or none (start empty and learn from users)", choices=CORPUS_NAMES),
+    Option("embedder", "choice", "minilm", "sentence embeddings: MiniLM, or a hashing stand-in without a model",
+           choices=EMBEDDERS, client=False),
+    Option("window", "int", 3, "turns before a reply that make its context (imports and searches)",
+           minimum=1, maximum=10, client=False),
+    Option("k", "int", 10, "candidates the reply is drawn from", minimum=1, maximum=1000),
+    Option("temperature", "float", 0.05, "softmax temperature of the draw among candidates (0: always the best)",
+           minimum=0, maximum=10),
+    Option("learn", "bool", True, "learn the user's answers as replies to the bot's lines"),
+    Option("min_teachers", "int", 3, "users who must teach a reply before it is served (quarantine)",
+           minimum=1, client=False),
+    Option("learn_per_hour", "int", 30, "replies one user may teach an hour", minimum=0, client=False),
+    Option("threshold", "float", 0.8, "toxicity score from which the moderation model blocks a text",
+           minimum=0, maximum=1, client=False),
+    Option("policy", "path", None, "a moderation policy file (replaces threshold)"),
+)  # fmt: skip
+
+
+@declare(*OPTIONS)
 def create(
     store: Any = None,
     collection: str = "default",
     corpus: str = "chitchat",
     embedder: str = "minilm",
-    window: int | str = 3,
-    k: int | str = 10,
-    temperature: float | str = 0.05,
-    learn: bool | str = True,
-    min_teachers: int | str = 3,
-    learn_per_hour: int | str = 30,
-    threshold: float | str = 0.8,
+    window: int = 3,
+    k: int = 10,
+    temperature: float = 0.05,
+    learn: bool = True,
+    min_teachers: int = 3,
+    learn_per_hour: int = 30,
+    threshold: float = 0.8,
     policy: str | None = None,
 ) -> RetrievalBot:
     """CleverBot-style retrieval bot that learns from its users, with a toxicity screen.
 
     Cheap and without side effects: the store, the screen, the model, the index and the corpus
-    import wait for :meth:`RetrievalBot.prepare` (or the first reply).
+    import wait for :meth:`RetrievalBot.prepare` (or the first reply). Only the policy file is
+    read here, so that a broken one is reported when the bot is configured.
     """
-    from rejoinder.bots import as_bool, as_number
 
     def open_memory() -> RetrievalMemory:
         from rejoinder.store import Store
 
         return RetrievalMemory(store or Store(), collection)
 
-    if embedder not in EMBEDDERS:
-        raise ConfigError(f"option embedder={embedder!r}: expected one of {', '.join(EMBEDDERS)}")
-    screen = read_policy_file(policy) if policy else {"threshold": as_number("threshold", threshold, float)}
+    screen = read_policy_file(policy) if policy else {"threshold": threshold}
     return RetrievalBot(
         RetrievalMemory(store, collection) if store is not None else open_memory,
         moderator=lambda: Moderator(**screen),
         embedder=embedder,
-        corpus=corpus,
-        window=as_number("window", window, int),
-        k=as_number("k", k, int),
-        temperature=as_number("temperature", temperature, float),
-        learn=as_bool("learn", learn),
-        min_teachers=as_number("min_teachers", min_teachers, int),
-        learn_per_hour=as_number("learn_per_hour", learn_per_hour, int),
+        corpus=None if corpus == "none" else corpus,
+        window=window,
+        k=k,
+        temperature=temperature,
+        learn=learn,
+        min_teachers=min_teachers,
+        learn_per_hour=learn_per_hour,
     )
