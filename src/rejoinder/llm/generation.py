@@ -12,7 +12,7 @@ from __future__ import annotations
 import queue
 from collections.abc import Generator, Iterable
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, TypeVar
 
 from rejoinder.dialogue import Cancel, FinishReason
 from rejoinder.errors import ConfigError
@@ -87,6 +87,35 @@ class SequenceState:
             if reason is not None:
                 self.reason = reason
             self.out.put(error)
+
+
+S = TypeVar("S", bound=SequenceState)
+
+
+def take_arrivals(pending: queue.Queue[S | None], active: int, max_batch: int, closed: bool) -> list[S]:
+    """The sequences a batching engine admits now: it waits for one when none is ``active``, then
+    takes what else is waiting up to ``max_batch``; those already stopped (or all, once ``closed``)
+    are finished as cancelled instead. A None in the queue (closing) wakes an idle engine."""
+    arrivals: list[S] = []
+    if not active:
+        first = pending.get()
+        if first is None:  # closing
+            return []
+        arrivals.append(first)
+    while active + len(arrivals) < max_batch:
+        try:
+            sequence = pending.get_nowait()
+        except queue.Empty:
+            break
+        if sequence is not None:
+            arrivals.append(sequence)
+    admitted = []
+    for sequence in arrivals:
+        if sequence.stopped or closed:
+            sequence.finish(reason="cancelled")
+        else:
+            admitted.append(sequence)
+    return admitted
 
 
 class StopScanner:

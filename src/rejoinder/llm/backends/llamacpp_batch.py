@@ -25,7 +25,7 @@ from typing import Any
 from rejoinder.dialogue import Cancel, FinishReason
 from rejoinder.errors import RejoinderError
 from rejoinder.llm.backends import close_at_exit
-from rejoinder.llm.generation import GenerationParams, SequenceState, Tokens
+from rejoinder.llm.generation import GenerationParams, SequenceState, Tokens, take_arrivals
 
 MAX_BATCH = 16
 PROMPT_CHUNK = 512
@@ -209,23 +209,7 @@ class LlamaCppEngine:
         return chain
 
     def _admit(self, active: list[_Sequence]) -> None:
-        arrivals: list[_Sequence] = []
-        if not active:
-            first = self.pending.get()
-            if first is None:  # closing
-                return
-            arrivals.append(first)
-        while len(active) + len(arrivals) < self.max_batch:
-            try:
-                sequence = self.pending.get_nowait()
-            except queue.Empty:
-                break
-            if sequence is not None:
-                arrivals.append(sequence)
-        for sequence in arrivals:
-            if sequence.stopped or self._closed:
-                sequence.finish(reason="cancelled")
-                continue
+        for sequence in take_arrivals(self.pending, len(active), self.max_batch, self._closed):
             try:
                 sequence.seq_id, done = self._slot(sequence, active)
                 sequence.sampler = self._sampler(sequence.params, sequence.grammar)

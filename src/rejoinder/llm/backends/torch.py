@@ -30,7 +30,7 @@ from rejoinder.dialogue import Cancel, FinishReason
 from rejoinder.errors import ConfigError, InvalidMessage, RejoinderError
 from rejoinder.llm.backends import DEFAULT_THREADS, Backend, JsonSchema, Messages, close_at_exit
 from rejoinder.llm.constrained import ConstrainedDecoder, JsonGrammar, schema_key, token_table
-from rejoinder.llm.generation import GenerationParams, SequenceState, TextStream, Tokens, cut_at_stops
+from rejoinder.llm.generation import GenerationParams, SequenceState, TextStream, Tokens, cut_at_stops, take_arrivals
 from rejoinder.llm.models import ModelRef, dequantised_dir
 
 MAX_BATCH = 16
@@ -217,23 +217,7 @@ class BatchEngine:
                     waiting.finish(reason="cancelled")
 
     def _admit(self, rows: list[_Request], cache: Any, mask: Any) -> tuple[list[_Request], Any, Any]:
-        arrivals: list[_Request] = []
-        if not rows:
-            first = self.pending.get()
-            if first is None:  # closing
-                return rows, cache, mask
-            arrivals.append(first)
-        while len(rows) + len(arrivals) < self.max_batch:
-            try:
-                request = self.pending.get_nowait()
-            except queue.Empty:
-                break
-            if request is not None:
-                arrivals.append(request)
-        for request in arrivals:
-            if request.stopped or self._closed:
-                request.finish(reason="cancelled")
-                continue
+        for request in take_arrivals(self.pending, len(rows), self.max_batch, self._closed):
             try:
                 output = self._prefill(request.ids)
             except Exception as exc:
