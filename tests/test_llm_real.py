@@ -58,6 +58,8 @@ def test_the_default_assistant_explains_the_moon_landing_offline_and_caches_the_
     assert len(answer.split()) >= 8, answer
     converted = [p for p in (home / "models").iterdir() if (p / ".complete").is_file()]
     assert len(converted) == 1 and (converted[0] / "config.json").is_file()
+    # the conversion is reported as Rejoinder's own progress lines, not transformers' tqdm bars
+    assert "model: 1 of 1" in run.stderr and "it/s" not in run.stderr and "de-quantizing" not in run.stderr
     started = time.perf_counter()
     again = chat(home, args, ["Thanks!"], tmp_path)
     assert again.returncode == 0 and again.stdout.strip()

@@ -15,11 +15,14 @@ fp32 model (transformers + gguf, ~15 s); the result is saved once under
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import importlib.util
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -109,6 +112,34 @@ def _fingerprint(path: Path) -> str:
     return digest.hexdigest()[:16]
 
 
+def quiet_transformers() -> None:
+    """Silence transformers' own progress bars and warnings: Rejoinder reports a model's loading
+    itself (a progress line on a terminal, plain lines on a pipe)."""
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+
+
+@contextlib.contextmanager
+def _no_gguf_progress_bar() -> Iterator[None]:
+    """transformers' GGUF reader draws its own tqdm bar, which its logging settings do not reach."""
+    try:
+        import transformers.modeling_gguf_pytorch_utils as gguf_utils
+    except ImportError:
+        yield
+        return
+    original = getattr(gguf_utils, "tqdm", None)
+    if original is None:
+        yield
+        return
+    gguf_utils.tqdm = functools.partial(original, disable=True)
+    try:
+        yield
+    finally:
+        gguf_utils.tqdm = original
+
+
 def dequantised_dir(ref: ModelRef) -> Path:
     """A Hugging Face directory holding ``ref`` as a plain PyTorch model, converted once and cached."""
     if not ref.is_gguf:
@@ -118,12 +149,14 @@ def dequantised_dir(ref: ModelRef) -> Path:
         return target
     from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
 
+    quiet_transformers()
     directory, name = str(ref.path.parent), ref.path.name
     try:
-        tokenizer = AutoTokenizer.from_pretrained(directory, gguf_file=name)
-        model = AutoModelForCausalLM.from_pretrained(
-            directory, gguf_file=name, quantization_config=GgufConfig(gguf_file=name, dequantize=True)
-        )
+        with _no_gguf_progress_bar():
+            tokenizer = AutoTokenizer.from_pretrained(directory, gguf_file=name)
+            model = AutoModelForCausalLM.from_pretrained(
+                directory, gguf_file=name, quantization_config=GgufConfig(gguf_file=name, dequantize=True)
+            )
     except (ValueError, OSError, KeyError) as exc:
         raise ConfigError(f"model {ref.path}: transformers cannot read this GGUF file: {exc}") from None
     target.parent.mkdir(parents=True, exist_ok=True)

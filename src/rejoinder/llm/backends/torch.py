@@ -31,7 +31,7 @@ from rejoinder.errors import ConfigError, InvalidMessage, RejoinderError
 from rejoinder.llm.backends import DEFAULT_THREADS, Backend, JsonSchema, Messages, close_at_exit
 from rejoinder.llm.constrained import ConstrainedDecoder, JsonGrammar, schema_key, token_table
 from rejoinder.llm.generation import GenerationParams, SequenceState, TextStream, Tokens, cut_at_stops, take_arrivals
-from rejoinder.llm.models import ModelRef, dequantised_dir
+from rejoinder.llm.models import ModelRef, dequantised_dir, quiet_transformers
 
 MAX_BATCH = 16
 PREFIX_CACHE_BYTES = 256 << 20
@@ -500,6 +500,7 @@ class TorchBackend(Backend):
             from transformers import AutoModelForCausalLM, AutoTokenizer
 
             directory = dequantised_dir(ref)
+            quiet_transformers()
             try:
                 tokenizer = AutoTokenizer.from_pretrained(directory)
                 model = AutoModelForCausalLM.from_pretrained(directory, dtype=getattr(torch, dtype))
