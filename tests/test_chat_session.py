@@ -225,3 +225,34 @@ def test_sessions_with_the_same_bot_and_options_share_one_bot(store):
 def test_text_that_is_not_valid_unicode_is_refused_with_its_position():
     with pytest.raises(InvalidMessage, match=r"not valid UTF-8.*character 3"):
         clean_message("hi\udcff there", 100)
+
+
+class GarbledBot:
+    """Replies as a random model may: NUL characters and a lone surrogate, in text, meta and state."""
+
+    name = "garbled"
+
+    def greet(self, dialogue: Dialogue) -> Reply | None:
+        return None
+
+    def respond(self, dialogue: Dialogue) -> Reply:
+        dialogue.state["last"] = "st\x00ate \udcff"
+        return Reply("a\x00b \udcff c", meta={"matched": "m\x00", "pieces": ["\x00x"]})
+
+
+def test_a_reply_with_nul_or_surrogates_is_stored_on_every_database(store):
+    session, _ = ChatSession.start(store, "garbled", bot=GarbledBot())
+    session.send("hello")
+    session.send("again")
+    stored = store.load_dialogue(session.conversation_id)
+    reply = stored.messages[-1]
+    assert reply.text == "ab \ufffd c"
+    assert reply.meta["matched"] == "m" and reply.meta["pieces"] == ["x"]
+    assert stored.state["last"] == "state \ufffd"
+    assert [m.text for m in session.dialogue.messages] == [m.text for m in stored.messages]
+
+
+def test_a_corpus_text_with_nul_is_imported_without_it():
+    from rejoinder.datasets.corpus import normalise
+
+    assert normalise(" hi\x00 there \udcff ") == "hi there \ufffd"

@@ -39,6 +39,7 @@ from rejoinder.dialogue import (
     ReplyPieces,
     StreamingBot,
     collect,
+    storable,
 )
 from rejoinder.errors import ConfigError, InvalidMessage
 from rejoinder.store import Store
@@ -214,9 +215,9 @@ class ChatSession:
             meta["confidence"] = round(float(reply.confidence), 4)
         return Message(
             "assistant",
-            reply.text,
+            storable(reply.text),  # a model can emit NUL; PostgreSQL cannot store it
             bot=self.bot.name,
-            meta=meta,
+            meta=storable(meta),
             id=str(uuid.uuid4()),
             parent_id=answering.id if answering is not None else None,
         )

@@ -21,6 +21,7 @@ conversations at once: nothing a turn produces is kept on the bot.
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
@@ -33,6 +34,30 @@ FinishReason = Literal["stop", "length", "cancelled"]
 
 Effect = Callable[[Any], None]
 """A write a turn makes besides its messages and state; called with the turn's SQLAlchemy session."""
+
+
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def storable(value: Any) -> Any:
+    """``value`` with every string in it made storable on every database: NUL characters dropped
+    (PostgreSQL's text and JSON columns refuse them) and lone surrogates (what Python makes of
+    undecodable bytes) replaced by U+FFFD. Dicts and lists are copied; anything else is kept.
+
+    User messages are checked before this (:func:`rejoinder.chat.clean_message` refuses invalid
+    text with its position); this is for what bots, corpora and models produce.
+    """
+    if isinstance(value, str):
+        return _UNSTORABLE.sub(_replacement, value) if _UNSTORABLE.search(value) else value
+    if isinstance(value, dict):
+        return {storable(k): storable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [storable(v) for v in value]
+    return value
+
+
+def _replacement(match: re.Match[str]) -> str:
+    return "" if match.group() == "\x00" else "\ufffd"
 
 
 def utcnow() -> datetime:

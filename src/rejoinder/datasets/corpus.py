@@ -72,6 +72,7 @@ from typing import Any
 
 import yaml
 
+from rejoinder.dialogue import storable
 from rejoinder.errors import ConfigError, SourceError
 from rejoinder.resources import shared_data
 
@@ -105,8 +106,9 @@ class Exchange:
 
 
 def normalise(text: str) -> str:
-    """Strip ``text`` and collapse every inner run of whitespace to one space."""
-    return " ".join(text.split())
+    """Strip ``text`` and collapse every inner run of whitespace to one space; drop what no database
+    can store (NUL characters, lone surrogates)."""
+    return " ".join(storable(text).split())
 
 
 def conversation_exchanges(

@@ -34,7 +34,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from rejoinder.dialogue import Dialogue, Effect, Message, utcnow
+from rejoinder.dialogue import Dialogue, Effect, Message, storable, utcnow
 from rejoinder.errors import ConcurrentUpdate, ConversationNotFound, InvalidMessage, MessageNotFound, StoreError
 from rejoinder.store.models import BotState, Conversation, FeedbackRow, MessageRow
 
@@ -211,14 +211,20 @@ class Store:
                 Conversation(
                     id=conversation_id,
                     bot=bot,
-                    bot_options=dict(bot_options or {}),
+                    bot_options=storable(dict(bot_options or {})),
                     user_id=user_id,
                     created_at=now,
                     updated_at=now,
                 )
             )
             s.add(
-                BotState(conversation_id=conversation_id, bot=bot, state=dict(state or {}), version=0, updated_at=now)
+                BotState(
+                    conversation_id=conversation_id,
+                    bot=bot,
+                    state=storable(dict(state or {})),
+                    version=0,
+                    updated_at=now,
+                )
             )
         return conversation_id
 
@@ -372,6 +378,7 @@ class Store:
         at ``expected_version`` because another process answered in this conversation meanwhile.
         """
         now = utcnow()
+        state = storable(state)
         with self.session() as s:
             conversation = s.get(Conversation, conversation_id)
             if conversation is None:
@@ -400,11 +407,11 @@ class Store:
                         parent_id=parent,
                         state=state if offset == len(messages) - 1 else None,
                         role=message.role,
-                        text=message.text,
+                        text=storable(message.text),
                         bot=message.bot,
                         user_id=message.user_id,
                         created_at=message.created_at,
-                        meta=message.meta,
+                        meta=storable(message.meta),
                     )
                 )
                 parent = message_id
@@ -420,7 +427,7 @@ class Store:
         result = s.execute(
             update(BotState)
             .where(BotState.conversation_id == conversation_id, BotState.version == expected_version)
-            .values(state=state, version=expected_version + 1, updated_at=now)
+            .values(state=storable(state), version=expected_version + 1, updated_at=now)
         )
         if result.rowcount != 1:
             raise ConcurrentUpdate(
@@ -474,7 +481,7 @@ class Store:
                 message_id=message_id,
                 user_id=user_id,
                 kind=kind,
-                value=dict(value),
+                value=storable(dict(value)),
                 created_at=now,
             )
             s.add(feedback)
