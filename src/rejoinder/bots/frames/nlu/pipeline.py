@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from rejoinder.bots.frames.nlu.intents import IntentClassifier, predict
-from rejoinder.bots.frames.nlu.ner import Entity
+from rejoinder.ner import Entity
 from rejoinder.bots.frames.nlu.slots import CRFSlotTagger
 from rejoinder.datasets.nlu import Span
 

