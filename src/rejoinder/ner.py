@@ -83,7 +83,14 @@ class SpacyNER:
             ) from None
 
     def __call__(self, text: str) -> list[Entity]:
-        doc = self._nlp(text)
+        return self._entities(self._nlp(text))
+
+    def pipe(self, texts: list[str], batch_size: int = 64) -> list[list[Entity]]:
+        """The entities of many texts at once (spaCy batches them: faster than one call each)."""
+        return [self._entities(doc) for doc in self._nlp.pipe(texts, batch_size=batch_size)]
+
+    @staticmethod
+    def _entities(doc: Any) -> list[Entity]:
         return [
             Entity(e.text, e.start_char, e.end_char, _SPACY_LABELS[e.label_])
             for e in doc.ents

@@ -241,6 +241,15 @@ def prompt_key(record: Record) -> str:
     return "\n".join(f"{t.role}: {t.content}" for t in record.prompt_turns())
 
 
+def first_user_text(record: Record) -> str:
+    """The request that opened the conversation: the prompt's first user turn (its first turn when no user spoke)."""
+    turns = record.prompt_turns()
+    for turn in turns:
+        if turn.role == "user":
+            return turn.content
+    return turns[0].content if turns else ""
+
+
 def last_user_text(record: Record) -> str:
     """What the completion answers: the prompt's last user turn (its last turn when no user spoke)."""
     turns = record.prompt_turns()
