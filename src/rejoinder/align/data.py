@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from rejoinder.align.pii import KINDS, PiiMasker
-from rejoinder.align.usecase import PAPER_DISTRIBUTION, USE_CASES, distribution, tag
+from rejoinder.align.usecase import PAPER_DISTRIBUTION, USE_CASES, distribution, tag, tagger_accuracy
 from rejoinder.datasets.rlhf import (
     FORMATS,
     Demonstration,
@@ -426,6 +426,10 @@ def curate(
 
     note("tagging use cases")
     data, step, report.use_cases = tag_use_cases(data)
+    report.use_cases["tagger_accuracy"] = {
+        name: {"accuracy": v["accuracy"], "n": v["n"]} if isinstance(v, dict) else v
+        for name, v in tagger_accuracy().items()
+    }
     report.steps.append(step)
 
     splits = split_by_user(data, config.fractions, config.seed)
@@ -538,6 +542,20 @@ def report_tables(report: CurationReport) -> list[Any]:
         row = [case, f"{100 * report.use_cases.get('ours', {}).get(case, 0):.1f}%"]
         row += [f"{100 * v['distribution'].get(case, 0):.1f}%" for v in by_source.values()]
         uses.add_row(*row, f"{100 * PAPER_DISTRIBUTION[case]:.1f}%")
+    accuracy = report.use_cases.get("tagger_accuracy", {})
+    if accuracy:
+        names = {
+            "ours_dev": "our prompts, dev",
+            "ours_test": "our prompts, test",
+            "oasst_dev": "OpenAssistant, dev",
+            "oasst_test": "OpenAssistant, held out",
+        }
+        parts = [
+            f"{label} {accuracy[k]['accuracy']:.1%} of {accuracy[k]['n']}"
+            for k, label in names.items()
+            if k in accuracy
+        ]
+        uses.caption = "tagger accuracy: " + "; ".join(parts)
     splits = Table(title="Splits (by user id)")
     for column in ("split", "records", "users", "by format"):
         splits.add_column(column)

@@ -84,6 +84,7 @@ PAPER_DISTRIBUTION = {
 }
 """InstructGPT (Ouyang et al. 2022), Table 1: the use-case distribution of the API prompt dataset."""
 LABELLED = "use_cases_labelled.jsonl"
+OASST_LABELS = "use_cases_oasst_labels.jsonl"
 
 
 def _rule(*patterns: str) -> re.Pattern[str]:
@@ -330,3 +331,32 @@ def distribution(tags: Iterable[str]) -> dict[str, float]:
     counts = Counter(tags)
     total = sum(counts.values())
     return {name: (counts[name] / total if total else 0.0) for name in USE_CASES}
+
+
+def oasst_labelled(oasst: str | Path | None = None) -> list[Labelled]:
+    """Our labels of OpenAssistant root prompts (``use_cases_oasst_labels.jsonl``), with their texts from the trees."""
+    from rejoinder.datasets.rlhf_sources import OASST
+    from rejoinder.resources import shared_data
+
+    path = Path(oasst) if oasst is not None else shared_data(*OASST, required=True)
+    texts = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            root = json.loads(line)["prompt"]
+            texts[root["message_id"]] = root["text"]
+    labels = package_path("align", OASST_LABELS).read_text(encoding="utf-8").splitlines()
+    rows = [json.loads(line) for line in labels if line.strip()]
+    return [Labelled(texts[r["message_id"]], r["label"], "en", r["split"]) for r in rows if r["message_id"] in texts]
+
+
+def tagger_accuracy() -> dict[str, Any]:
+    """The tagger on our labelled prompts (dev, test) and on the labelled OpenAssistant prompts (dev, held-out test)."""
+    own = labelled_set()
+    out = {f"ours_{split}": evaluate(own, split=split).to_json() for split in ("dev", "test")}
+    try:
+        oasst = oasst_labelled()
+    except Exception as error:  # the shared data may be absent; the figures of our own set still stand
+        out["oasst_error"] = str(error)
+        return out
+    out.update({f"oasst_{split}": evaluate(oasst, split=split).to_json() for split in ("dev", "test")})
+    return out
