@@ -522,7 +522,16 @@ def read_records(
             f"unknown kind of file {suffix or '(no suffix)'!r}; expected .jsonl, .json or .csv", path=path
         )
     rows = _csv_objects(path) if suffix == ".csv" else _jsonl_objects(path)
-    name = source or path.stem
+    return _parsed(rows, path, format, skipped, source or path.stem)
+
+
+def _parsed(
+    rows: Iterator[tuple[int, dict[str, Any] | SourceError]],
+    path: Path,
+    format: Format | None,
+    skipped: list[SourceError] | None,
+    name: str,
+) -> Iterator[Record]:
     for line, obj in rows:
         try:
             if isinstance(obj, SourceError):
