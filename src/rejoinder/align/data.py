@@ -247,14 +247,15 @@ def remove_near_duplicates(
     signatures: dict[int, tuple[Any, Any, Any]] = {}
     out, examples = [], []
     for i, record in enumerate(records):
-        lsh = indexes.setdefault(record.format, MinHashLSH(threshold=threshold, num_perm=num_perm))
+        # candidates from LSH (its banding needs a threshold below about 0.95), then checked at ``threshold``
+        lsh = indexes.setdefault(record.format, MinHashLSH(threshold=min(threshold, 0.9), num_perm=num_perm))
         prompt = minhash(_prompt_text(record))
         answer = minhash("\n".join(completion_texts(record)))
         whole = minhash(_prompt_text(record) + "\n" + "\n".join(completion_texts(record)))
         duplicate_of = None
         for j in lsh.query(whole):
-            p, a, _ = signatures[j]
-            if prompt.jaccard(p) >= threshold and answer.jaccard(a) >= threshold:
+            p, a, w = signatures[j]
+            if prompt.jaccard(p) >= threshold and answer.jaccard(a) >= threshold and whole.jaccard(w) >= threshold:
                 duplicate_of = j
                 break
         if duplicate_of is not None:

@@ -14,7 +14,7 @@ order they run (a span taken by one rule is not looked at again):
 - ``<ACCOUNT>``: a Russian bank account (20 digits together or grouped 5-3-1-4-7, e.g.
   ``40817 810 0 9999 1234567``; its control key needs the bank's BIK, so any 20-digit number
   counts), and any 6-20 digit number right after an account word (``account``, ``acct``, ``a/c``,
-  ``счёт``/``счет``, ``р/с``, ``л/с``, with ``number``/``no``/``#``/``№`` between).
+  ``счёт``/``счет``, ``р/с``, ``л/с``, with ``number``/``no``/``#``/``№``/``is`` between).
 - ``<PHONE>``: international numbers with a ``+`` and 8-15 digits (``+44 20 7946 0958``,
   ``+7 (912) 345-67-89``, ``+79123456789``); Russian national numbers of 11 digits that begin
   with 8 (``8 912 345 67 89``, ``8 (495) 123-45-67``, ``89123456789``); North American numbers
@@ -55,7 +55,7 @@ DIGIT_RUN = re.compile(r"(?<![\w.,])\d(?:[ -]?\d){12,18}(?![\w]|[.,]\d)")
 RU_ACCOUNT = re.compile(r"(?<![\w.,])(?:\d{20}|\d{5} \d{3} \d \d{4} \d{7})(?![\w]|[.,]\d)")
 ACCOUNT_WORD = re.compile(
     r"(?i)\b(?:account|acct|a/c|сч[её]т[а-я]*|р/с|л/с|расч[её]тный сч[её]т)"
-    r"(?:\s+(?:number|num|no\.?|#|№|номер))?\s*[:#№]?\s*(\d(?:[ -]?\d){5,19})(?![\w]|[.,]\d)"
+    r"(?:\s+(?:number|num|no\.?|#|№|номер))?(?:\s+is)?\s*[:#№]?\s*(\d(?:[ -]?\d){5,19})(?![\w]|[.,]\d)"
 )
 PHONE = re.compile(
     r"(?<![\w+])(?:"
