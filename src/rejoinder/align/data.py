@@ -331,7 +331,7 @@ def tag_use_cases(records: Sequence[Record]) -> tuple[list[Record], Step, dict[s
     }
     top = Counter(by_prompt.values()).most_common(3)
     detail = ", ".join(f"{name} {count}" for name, count in top)
-    return out, Step("use cases tagged", len(records), len(out), len(out), detail), info
+    return out, Step("use cases tagged", len(records), len(out), 0, detail), info
 
 
 def split_by_user(
@@ -481,15 +481,23 @@ def plot_report(report: CurationReport, path: Path) -> None:
 
     fig, axes = plt.subplots(2, 2, figsize=(13, 8.5))
     ax = axes[0][0]
-    names = [s.name for s in report.steps]
-    ax.barh(names[::-1], [s.records_out for s in report.steps][::-1], color="#4c72b0")
-    ax.set_title("records after each step")
-    for i, s in enumerate(report.steps[::-1]):
-        ax.text(s.records_out, i, f" {s.records_out}", va="center", fontsize=8)
+    steps = report.steps[::-1]
+    ys = range(len(steps))
+    ax.barh([y + 0.2 for y in ys], [s.removed for s in steps], 0.4, color="#c44e52", label="removed")
+    ax.barh([y - 0.2 for y in ys], [s.changed for s in steps], 0.4, color="#8c8c8c", label="changed")
+    ax.set_yticks(list(ys), [f"{s.name} ({s.records_out})" for s in steps])
+    for y, s in zip(ys, steps, strict=True):
+        ax.text(s.removed, y + 0.2, f" {s.removed}", va="center", fontsize=8)
+        ax.text(s.changed, y - 0.2, f" {s.changed}", va="center", fontsize=8)
+    ax.set_xscale("symlog")
+    ax.set_title("records removed and changed by each step (records left in brackets)")
+    ax.legend(loc="lower right")
     ax = axes[0][1]
     counts = report.pii.get("counts", {})
-    ax.bar(list(counts), list(counts.values()), color="#dd8452")
-    ax.set_title(f"PII masked ({report.pii.get('records_changed', 0)} records changed)")
+    bars = ax.bar(list(counts), list(counts.values()), color="#dd8452")
+    ax.bar_label(bars, fontsize=8)
+    ax.set_yscale("symlog")
+    ax.set_title(f"PII placeholders ({report.pii.get('records_changed', 0)} records changed)")
     ax.tick_params(axis="x", rotation=30)
     ax = axes[1][0]
     ours = report.use_cases.get("ours", {})
