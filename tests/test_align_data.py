@@ -43,6 +43,7 @@ def mask(text: str) -> str:
         ("Write to john.doe+work@example.co.uk today", "Write to <EMAIL> today"),
         ("Call +1 (415) 555-2671 or +44 20 7946 0958.", "Call <PHONE> or <PHONE>."),
         ("Or (555) 123-4567, 555-123-4567", "Or <PHONE>, <PHONE>"),
+        ("his home phone number is 555-3476, fax (555-2428)", "his home phone number is <PHONE>, fax (<PHONE>)"),
         ("Мой номер +7 (912) 345-67-89", "Мой номер <PHONE>"),
         ("звоните 8 912 345 67 89 или 8 (495) 123-45-67 или 89123456789", "звоните <PHONE> или <PHONE> или <PHONE>"),
         ("card 4111 1111 1111 1111, 5500-0055-5555-5559 and 378282246310005", "card <CARD>, <CARD> and <CARD>"),
@@ -72,6 +73,7 @@ def test_personal_data_is_masked_with_typed_placeholders(text, masked):
         "Version 1.2.3.4.5 of the tool, 3.14159, the year 1969, 42 people.",
         "Встреча 5 мая 2024 года в 10:30, цена 2 500 рублей, заказ №123456.",
         "He walked down Baker Street.",
+        "Between 100-2000 people came; pages 250-1399.",
         "Время 12:30:45, счёт-фактура № 12345678.",
     ],
 )

@@ -18,7 +18,8 @@ order they run (a span taken by one rule is not looked at again):
 - ``<PHONE>``: international numbers with a ``+`` and 8-15 digits (``+44 20 7946 0958``,
   ``+7 (912) 345-67-89``, ``+79123456789``); Russian national numbers of 11 digits that begin
   with 8 (``8 912 345 67 89``, ``8 (495) 123-45-67``, ``89123456789``); North American numbers
-  ``(555) 123-4567`` / ``555-123-4567`` / ``555.123.4567``.
+  ``(555) 123-4567`` / ``555-123-4567`` / ``555.123.4567``; seven-digit local numbers (``555-1234``)
+  only within 40 characters after a phone word (phone, number, call, cell, fax, телефон, номер, ...).
 - ``<IP>``: IPv4 (four numbers 0-255, not part of a longer dotted number such as a version
   ``1.2.3.4.5``) and IPv6 that :mod:`ipaddress` accepts, with ``::`` or all eight groups.
 - ``<ADDRESS>`` (a heuristic): English ``<house number> <Capitalised words> <street type>``
@@ -64,6 +65,8 @@ PHONE = re.compile(
     r"|\(\d{3}\)[ ]?\d{3}[ .-]\d{4}|\d{3}[.-]\d{3}[.-]\d{4}"  # North American
     r")(?![\w]|[.,]\d)"
 )
+PHONE_LOCAL = re.compile(r"(?<![\w-])[2-9]\d{2}-\d{4}(?![\w-]|[.,]\d)")
+PHONE_WORD = re.compile(r"(?i)(phone|number|call|cell|fax|tel\b|mobile|reach|телефон|номер|звоните)[^.!?\n]{0,30}$")
 IPV4 = re.compile(r"(?<![\w.])(?:(?:25[0-5]|2[0-4]\d|1?\d?\d)\.){3}(?:25[0-5]|2[0-4]\d|1?\d?\d)(?![\w]|\.\d)")
 IPV6 = re.compile(r"(?<![\w:])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![\w:])")
 _STREET_EN = (
@@ -130,6 +133,10 @@ def _phone_ok(value: str) -> bool:
     if value.startswith("8"):
         return len(digits) == 11
     return len(digits) == 10 and not value.startswith("8")
+
+
+def _phone_context(text: str, start: int) -> bool:
+    return PHONE_WORD.search(text[max(0, start - 40) : start]) is not None
 
 
 def _ip6_ok(value: str) -> bool:
@@ -211,6 +218,7 @@ class PiiMasker:
         take(RU_ACCOUNT, "ACCOUNT", not_order)
         take(DIGIT_RUN, "CARD", lambda m: not_order(m) and luhn_ok(_digits(m.group())))
         take(PHONE, "PHONE", lambda m: not_order(m) and _phone_ok(m.group()))
+        take(PHONE_LOCAL, "PHONE", lambda m: not_order(m) and _phone_context(text, m.start()))
         take(IPV4, "IP", lambda m: True)
         take(IPV6, "IP", lambda m: _ip6_ok(m.group()))
         take(ADDRESS_EN, "ADDRESS", lambda m: True)
