@@ -248,7 +248,9 @@ def remove_near_duplicates(
     out, examples = [], []
     for i, record in enumerate(records):
         # candidates from LSH (its banding needs a threshold below about 0.95), then checked at ``threshold``
-        lsh = indexes.setdefault(record.format, MinHashLSH(threshold=min(threshold, 0.9), num_perm=num_perm))
+        if record.format not in indexes:
+            indexes[record.format] = MinHashLSH(threshold=min(threshold, 0.9), num_perm=num_perm)
+        lsh = indexes[record.format]
         prompt = minhash(_prompt_text(record))
         answer = minhash("\n".join(completion_texts(record)))
         whole = minhash(_prompt_text(record) + "\n" + "\n".join(completion_texts(record)))
