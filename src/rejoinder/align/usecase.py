@@ -11,8 +11,8 @@ opened the conversation), lower-cased, and takes the first rule that matches, in
 2. ``extract``: extract/pull out/pick out/list every|all .../find all/highlight the/identify the/
    into JSON with fields/what are the keywords; извлеки/выпиши/найди все.
 3. ``rewrite``: rewrite/rephrase/paraphrase/translate/proofread/fix|correct the grammar/make this
-   ... sound/shorten/simplify this/change the tone/in the style of/turn|convert this|these ...
-   into/edit this/active|passive voice; перепиши/перефразируй/переведи/исправь/сократи.
+   ... sound/shorten/simplify this/change the tone/this text ... in the style of/turn|convert|put
+   this|these ... into/edit this/active|passive voice; перепиши/перефразируй/переведи/исправь/сократи.
 4. ``classification``: classify/categorize/categorise/label each/tag this/sentiment/positive or
    negative/is this (email|message|...) spam/true or false/sarcastic/which category|genre|language/
    sort these ... by/rate the/fact or opinion/grammatically correct/which of these are;
@@ -22,13 +22,17 @@ opened the conversation), lower-cased, and takes the first rule that matches, in
    (this|the) ... / the (email|text|article) says / multiple-choice options ``A) ... B) ...``;
    по тексту/прочитай текст/согласно тексту.
 6. ``brainstorming``: ideas/brainstorm/suggest/come up with/propose/what are some|possible/list
-   (five|some|10|...)/name a few/names for/ways to/think of/what could I; придумай/предложи/идеи/
-   какие есть способы.
-7. ``generation``: write/compose/create/draft/generate/make up/tell me a story|joke/recipe/poem/
-   story/essay/letter/lyrics/script/speech/haiku/limerick/plan for; напиши/сочини/составь/создай.
+   (five|some|10|...)/name a few/names for/ways to/think of/what could I/recommend-/top (5|five|...)/
+   places to visit/generate|give me (10|five|some|...) ...; придумай/предложи/идеи/какие есть способы.
+7. ``generation``: a request that begins with write/compose/create/draft/generate/make up/
+   implement/design, or can|could|would you (write|create|...|give me a), give me a (outline|plan|
+   script|program|function|recipe|poem|story|letter|list) or a ... plan|split|program|routine, I need
+   a (speech|letter|email|poem|story|essay|script), tell me a story|joke, write (me) a, you will
+   create|write; напиши/сочини/составь/создай.
 8. ``chat``: greetings, thanks, farewells, small talk about the assistant (hi/hello/hey/good
    morning/thanks/how are you/let's (talk|chat|play)/pretend you are/act as/do you (like|ever)/
-   are you/your favourite/I feel|I'm feeling/I just ...); привет/как дела/спасибо/давай/поболтаем.
+   are you/your favourite/a request that begins with I feel, I'm feeling, I just, I had); привет/
+   как дела/спасибо/давай/поболтаем.
 9. ``open_qa``: a question (ends with ``?``, or begins with what/who/why/how/when/where/which/is/
    are/can/does/do/explain/tell me about; что/кто/почему/как/когда/где/какой/зачем/объясни).
 10. ``other``: everything else (commands to act in the world, fragments, tests).

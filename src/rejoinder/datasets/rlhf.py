@@ -23,7 +23,7 @@ Every record also carries, all optional: ``id``; ``source`` (where it came from:
 per-user cap and of the train/validation/test split); ``red_team`` (true for adversarial content,
 such as HH-RLHF's harmless split: never a supervised fine-tuning target, see :func:`sft_example`);
 ``use_case`` (the InstructGPT category of the prompt, filled in by curation) and ``meta`` (an
-object of anything else). TRL ignores columns it does not use.
+object of anything else): extra columns beside TRL's.
 
 A message is ``{"role": "system" | "user" | "assistant", "content": non-empty string}``.
 
