@@ -202,9 +202,14 @@ def _exact_key(record: Record) -> tuple[str, ...]:
     return (record.format, *(" ".join(_norm_words(t)) for t in record.texts()))
 
 
-def _snippet(record: Record, n: int = 100) -> str:
-    text = " | ".join(" ".join(t.split()) for t in [_prompt_text(record), *completion_texts(record)] if t)
-    return text if len(text) <= n else text[: n - 1] + "…"
+def _snippet(record: Record, n: int = 60) -> str:
+    """The start of the prompt and of the completion: ``prompt… → completion…``."""
+
+    def cut(text: str) -> str:
+        text = " ".join(text.split())
+        return text if len(text) <= n else text[: n - 1] + "…"
+
+    return f"{cut(_prompt_text(record))} → {cut(' | '.join(completion_texts(record)))}"
 
 
 def remove_exact_duplicates(records: Sequence[Record]) -> tuple[list[Record], Step, list[dict[str, str]]]:
@@ -573,4 +578,14 @@ def report_tables(report: CurationReport) -> list[Any]:
     for name, info in report.split.items():
         formats = ", ".join(f"{v} {k}" for k, v in info["by_format"].items())
         splits.add_row(name, str(info["records"]), str(info["users"]), formats)
-    return [sources, steps, uses, splits]
+    duplicates = Table(title="Duplicates dropped (examples)")
+    for column in ("kind", "kept", "dropped", "text"):
+        duplicates.add_column(column, overflow="fold")
+    for example in report.dedup.get("exact_examples", [])[:3]:
+        duplicates.add_row("exact", example["kept"], example["dropped"], example["text"])
+    for example in report.dedup.get("near_examples", [])[:3]:
+        duplicates.add_row(f"near ({example['jaccard']})", example["kept"], example["dropped"], example["dropped_text"])
+    tables = [sources, steps]
+    if duplicates.row_count:
+        tables.append(duplicates)
+    return [*tables, uses, splits]
