@@ -319,3 +319,5 @@ def test_the_cli_curates_a_file_and_prints_the_tables(tmp_path):
     assert bad.exit_code == 2 and "input.jsonl:6" in bad.output
     stats = CliRunner().invoke(app, ["data", "stats", str(small_input(tmp_path)), "--skip-invalid"])
     assert stats.exit_code == 0 and "1 invalid" in stats.output
+    tagger = CliRunner().invoke(app, ["data", "tagger"])
+    assert tagger.exit_code == 0 and "99.0% of 100" in tagger.output

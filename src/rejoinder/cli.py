@@ -895,6 +895,34 @@ def data_stats_command(
     console.print(table)
 
 
+@data_app.command("tagger")
+def data_tagger_command() -> None:
+    """The use-case tagger's accuracy on its labelled prompts, overall and per class."""
+    from rejoinder.align.usecase import USE_CASES, evaluate, labelled_set, oasst_labelled
+
+    sets = {"ours, test": evaluate(labelled_set(), split="test")}
+    try:
+        oasst = oasst_labelled()
+    except RejoinderError as exc:
+        err_console.print(f"[yellow]warning:[/] the OpenAssistant labels need the shared data: {escape(str(exc))}")
+    else:
+        sets["OpenAssistant, held out"] = evaluate(oasst, split="test")
+        sets["OpenAssistant, all 100"] = evaluate(oasst)
+    table = Table("use case", *(f"{name} P / R (n)" for name in sets), header_style="bold")
+
+    def cell(c: dict[str, float]) -> str:
+        if not c["support"] and not c["predicted"]:
+            return "-"
+        precision = f"{c['precision']:.2f}" if c["predicted"] else "-"
+        recall = f"{c['recall']:.2f}" if c["support"] else "-"
+        return f"{precision} / {recall} ({c['support']:.0f})"
+
+    for case in USE_CASES:
+        table.add_row(case, *(cell(result.per_class[case]) for result in sets.values()))
+    table.add_row("accuracy", *(f"{r.accuracy:.1%} of {r.n}" for r in sets.values()))
+    console.print(table)
+
+
 @data_app.command("show")
 def data_show_command(
     source: Annotated[str, typer.Argument(help="oasst, hh, store, or a .jsonl/.json/.csv file.")],

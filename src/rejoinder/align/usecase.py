@@ -325,6 +325,7 @@ def evaluate(examples: Sequence[Labelled], *, split: str | None = None) -> Accur
             "precision": hits / said if said else 0.0,
             "recall": hits / support if support else 0.0,
             "support": support,
+            "predicted": said,
         }
     errors = [(e.text, e.label, p) for p, e in zip(predicted, chosen, strict=True) if p != e.label]
     return Accuracy(right / len(chosen) if chosen else 0.0, len(chosen), per_class, errors)
