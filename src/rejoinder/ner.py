@@ -54,7 +54,9 @@ class NatashaNER:
         try:
             from natasha import NewsEmbedding, NewsNERTagger, Segmenter
         except ImportError:
-            raise ConfigError("Russian NER needs natasha: pip install 'rejoinder[frames]' or '[align]'") from None
+            raise ConfigError(
+                "Russian NER needs natasha: pip install 'rejoinder[frames]' or 'rejoinder[align]'"
+            ) from None
         self._segmenter = Segmenter()
         self._tagger = NewsNERTagger(NewsEmbedding())
 
