@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from importlib.util import find_spec
 
 import pytest
 
@@ -21,7 +22,10 @@ from rejoinder.datasets.rlhf import Demonstration, Preference, PromptCompletion,
 from rejoinder.errors import ConfigError
 from rejoinder.ner import Entity
 
-pytest.importorskip("datasketch", reason="the align extra is not installed: pip install -e '.[align]'")
+needs_align = pytest.mark.skipif(
+    find_spec("datasketch") is None or find_spec("matplotlib") is None,
+    reason="the align extra is not installed: pip install -e '.[align]'",
+)
 
 
 @pytest.fixture(autouse=True)
@@ -144,6 +148,7 @@ def test_exact_duplicates_are_found_after_normalising_case_punctuation_and_space
     assert examples[0]["kept"] == "a" and examples[0]["dropped"] == "b"
 
 
+@needs_align
 def test_near_duplicates_are_found_but_other_answers_to_the_same_prompt_are_kept():
     prompt = "Can you explain how a refrigerator keeps food cold, in simple words, for a curious child of ten?"
     answer = (
@@ -263,6 +268,7 @@ def small_input(tmp_path):
     return path
 
 
+@needs_align
 def test_curation_writes_the_split_files_and_the_report(tmp_path):
     out = tmp_path / "out"
     config = CurateConfig(sources=[str(small_input(tmp_path))], out=out, ner=False, skip_invalid=True,
@@ -286,11 +292,13 @@ def test_curation_writes_the_split_files_and_the_report(tmp_path):
             list(read_records(out / name))  # what curation writes reads back
 
 
+@needs_align
 def test_curation_stops_at_a_bad_record_unless_asked_to_skip(tmp_path):
     with pytest.raises(Exception, match=r"input\.jsonl:6: fields: expected 'messages'"):
         curate(CurateConfig(sources=[str(small_input(tmp_path))], out=tmp_path / "out", ner=False))
 
 
+@needs_align
 def test_a_prompt_completion_file_curates_like_the_rest(tmp_path):
     records = [PromptCompletion(f"Question number {i}?", f"Answer {i}.", user_id=f"u{i % 3}") for i in range(12)]
     result = curate(
@@ -299,6 +307,7 @@ def test_a_prompt_completion_file_curates_like_the_rest(tmp_path):
     assert sum(map(len, result.splits.values())) == 6
 
 
+@needs_align
 def test_the_cli_curates_a_file_and_prints_the_tables(tmp_path):
     from typer.testing import CliRunner
 
