@@ -827,8 +827,12 @@ def data_curate_command(
     ner: Annotated[bool, typer.Option("--ner/--no-ner", help="Mask person names with spaCy/natasha NER.")] = True,
     skip_invalid: SkipInvalidOption = False,
     include_synthetic: Annotated[
-        bool, typer.Option(help="Keep OpenAssistant demonstrations that end in a model-written reply.")
+        bool,
+        typer.Option(
+            "--include-synthetic", help="Keep OpenAssistant demonstrations that end in a model-written reply."
+        ),
     ] = False,
+    format: FormatOption = None,
     db: DbOption = None,
 ) -> None:
     """PII masking, deduplication, a per-user cap, use-case tags and a split by user, with a report."""
@@ -849,6 +853,7 @@ def data_curate_command(
         skip_invalid=skip_invalid,
         include_synthetic=include_synthetic,
         db=db,
+        format=format,  # type: ignore[arg-type]
     )
     try:
         with err_console.status("curating") as status:

@@ -46,6 +46,7 @@ from rejoinder.align.usecase import PAPER_DISTRIBUTION, USE_CASES, distribution,
 from rejoinder.datasets.rlhf import (
     FORMATS,
     Demonstration,
+    Format,
     Preference,
     PromptCompletion,
     Record,
@@ -76,6 +77,8 @@ class CurateConfig:
     skip_invalid: bool = False
     include_synthetic: bool = False
     db: str | None = None
+    format: Format | None = None
+    """Force the format of every file source (default: detected from each line's fields)."""
 
     def check(self) -> None:
         """Every bad field at once, as one ConfigError naming the options."""
@@ -93,6 +96,8 @@ class CurateConfig:
                 f"--split {','.join(map(str, self.fractions))}: expected three fractions (train, validation, test), "
                 "each 0 or more, adding up to 1"
             )
+        if self.format is not None and self.format not in FORMATS:
+            problems.append(f"--format {self.format!r}: expected one of {', '.join(FORMATS)}")
         if problems:
             raise ConfigError("; ".join(problems))
 
@@ -379,6 +384,7 @@ def read_sources(config: CurateConfig, report: CurationReport) -> list[Record]:
                 skip_invalid=config.skip_invalid,
                 db=config.db,
                 include_synthetic=config.include_synthetic,
+                format=config.format,
             )
         )
         report.sources.append(stats.to_json())
