@@ -54,7 +54,8 @@ RECORDS = [
 def test_every_format_round_trips_through_jsonl(tmp_path):
     path = tmp_path / "all.jsonl"
     assert write_jsonl(RECORDS, path) == len(RECORDS)
-    assert list(read_records(path)) == RECORDS
+    back = list(read_records(path))
+    assert back == RECORDS and [r.to_json() for r in back] == [r.to_json() for r in RECORDS]  # meta too
     first = json.loads(path.read_text().splitlines()[0])
     assert first == {
         "messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello! How can I help?"}],
@@ -69,7 +70,8 @@ def test_each_format_round_trips_through_csv(tmp_path):
         records = [r for r in RECORDS if r.format == kind]
         path = tmp_path / f"{kind}.csv"
         write_csv(records, path)
-        assert list(read_records(path)) == records, kind
+        back = list(read_records(path))
+        assert [r.to_json() for r in back] == [r.to_json() for r in records], kind
 
 
 def test_a_forced_format_reads_fields_the_detection_would_not(tmp_path):
