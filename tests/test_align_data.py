@@ -16,7 +16,7 @@ from rejoinder.align.data import (
     remove_near_duplicates,
     split_by_user,
 )
-from rejoinder.align.pii import PiiMasker, iban_ok, luhn_ok
+from rejoinder.align.pii import PiiMasker, iban_ok, luhn_ok, plausible_name
 from rejoinder.align.usecase import evaluate, labelled_set, oasst_labelled, tag
 from rejoinder.datasets.rlhf import Demonstration, Preference, PromptCompletion, Turn, read_records
 from rejoinder.errors import ConfigError
@@ -119,6 +119,16 @@ def test_without_the_ner_models_names_are_left_and_the_report_says_why():
     assert masker.mask("John Smith, john@example.com") == "John Smith, <EMAIL>"
     assert "person names in 'en' text are not masked" in masker.warning
     assert "pip install" in masker.warning
+
+
+@pytest.mark.parametrize(
+    ("entity", "kept"),
+    [("John Smith", True), ("Ludwig van Beethoven", True), ("Jean-Luc O'Brien", True), ("Иван Петров", True),
+     ("JSON", False), ("• Provide", False), ("https://spreadsheets.google.com/feeds", False), ("COVID-19", False),
+     ("marijuana card", False), ("logger.info(await", False)],
+)  # fmt: skip
+def test_only_entities_that_look_like_names_are_masked_as_names(entity, kept):
+    assert plausible_name(entity) is kept
 
 
 def test_real_ner_masks_english_and_russian_names():

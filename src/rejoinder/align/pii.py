@@ -29,7 +29,10 @@ order they run (a span taken by one rule is not looked at again):
   named without a house number ("on Baker Street") is not an address; post-office boxes,
   postcodes alone, addresses without a street type and other languages are not recognised.
 - ``<NAME>``: person names (PER) found by the NER backends of :mod:`rejoinder.ner`: spaCy's small
-  English model for Latin-script text, natasha for text that is mostly Cyrillic. Optional
+  English model for Latin-script text, natasha for text that is mostly Cyrillic, kept only when
+  they look like names (:func:`plausible_name`: capitalised words, no digits, code or URLs). Every
+  person is masked, public figures too; the small English model still takes some capitalised
+  words for people (holidays, products, a sentence's first word). Optional
   (``ner=False``); without the models installed the other rules still run and
   :attr:`PiiMasker.warning` says why names were not masked.
 
@@ -184,7 +187,9 @@ class PiiMasker:
             if recogniser is None or not hasattr(recogniser, "pipe"):
                 continue
             for text, entities in zip(chunk, recogniser.pipe(chunk), strict=True):
-                self._names_found[text] = [(e.start, e.end) for e in entities if e.label == "PER"]
+                self._names_found[text] = [
+                    (e.start, e.end) for e in entities if e.label == "PER" and plausible_name(e.text)
+                ]
 
     def mask(self, text: str) -> str:
         """``text`` with every recognised piece of personal data replaced by its placeholder."""
@@ -247,7 +252,7 @@ class PiiMasker:
         recogniser = self._recogniser(language)
         if recogniser is None:
             return []
-        return [(e.start, e.end) for e in recogniser(text) if e.label == "PER"]
+        return [(e.start, e.end) for e in recogniser(text) if e.label == "PER" and plausible_name(e.text)]
 
     def _recogniser(self, language: str) -> Any:
         if language in self._recognisers:
@@ -263,6 +268,22 @@ class PiiMasker:
             self.warning = note if self.warning is None else f"{self.warning}; {note}"
         self._recognisers[language] = recogniser
         return recogniser
+
+
+_NAME_WORD = re.compile(r"[A-ZА-ЯЁ][a-zа-яё]*(?:['’-][A-ZА-ЯЁa-zа-яё]+)*\.?")
+_NAME_PARTICLES = frozenset({"de", "da", "di", "del", "van", "von", "der", "den", "bin", "ibn", "al", "le", "la", "du"})
+
+
+def plausible_name(text: str) -> bool:
+    """Whether an entity the NER called a person looks like a name: capitalised words (particles such
+    as "van" allowed), not all capitals, no digits, code, URLs or bullets (spaCy's small model also
+    tags "JSON", "• Provide" and pieces of code as people)."""
+    words = text.split()
+    if not words or len(words) > 5:
+        return False
+    if any(not (_NAME_WORD.fullmatch(w) or w in _NAME_PARTICLES) for w in words):
+        return False
+    return not all(w.isupper() and len(w) > 1 for w in words)
 
 
 def _language(text: str) -> str | None:
