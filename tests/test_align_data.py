@@ -340,3 +340,16 @@ def test_the_cli_curates_a_file_and_prints_the_tables(tmp_path):
     assert stats.exit_code == 0 and "1 invalid" in stats.output
     tagger = CliRunner().invoke(app, ["data", "tagger"])
     assert tagger.exit_code == 0 and "99.0% of 100" in tagger.output
+
+
+@needs_align
+def test_the_same_seed_writes_the_same_dataset(tmp_path):
+    source = str(small_input(tmp_path))
+    outputs = []
+    for run in ("a", "b"):
+        out = tmp_path / run
+        curate(
+            CurateConfig(sources=[source], out=out, ner=False, skip_invalid=True, seed=5, fractions=(0.5, 0.25, 0.25))
+        )
+        outputs.append({p.name: p.read_text() for p in sorted(out.glob("*.jsonl"))})
+    assert outputs[0] == outputs[1] and outputs[0]
