@@ -59,6 +59,9 @@ def mask(text: str) -> str:
         ("the White House is at 1600 Pennsylvania Avenue NW.", "the White House is at <ADDRESS>."),
         ("Адрес: ул. Ленина, д. 5, кв. 12, Казань", "Адрес: <ADDRESS>, Казань"),
         ("живу на проспект Мира 15", "живу на <ADDRESS>"),
+        ("офис: Невский проспект, д. 28, кв. 3", "офис: <ADDRESS>"),
+        ("Call me at 2125551234", "Call me at <PHONE>"),
+        ("+7-912-345-67-89, 8(912)345-67-89, тел.: 8 800 555 35 35", "<PHONE>, <PHONE>, тел.: <PHONE>"),
     ],
 )
 def test_personal_data_is_masked_with_typed_placeholders(text, masked):
@@ -78,6 +81,7 @@ def test_personal_data_is_masked_with_typed_placeholders(text, masked):
         "Встреча 5 мая 2024 года в 10:30, цена 2 500 рублей, заказ №123456.",
         "He walked down Baker Street.",
         "Between 100-2000 people came; pages 250-1399.",
+        "The population was 1234567890 in the model; ISBN 978-3-16-148410-0.",
         "Время 12:30:45, счёт-фактура № 12345678.",
     ],
 )

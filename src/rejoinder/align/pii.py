@@ -19,13 +19,15 @@ order they run (a span taken by one rule is not looked at again):
   ``+7 (912) 345-67-89``, ``+79123456789``); Russian national numbers of 11 digits that begin
   with 8 (``8 912 345 67 89``, ``8 (495) 123-45-67``, ``89123456789``); North American numbers
   ``(555) 123-4567`` / ``555-123-4567`` / ``555.123.4567``; seven-digit local numbers (``555-1234``)
-  only within 40 characters after a phone word (phone, number, call, cell, fax, телефон, номер, ...).
+  and 10-11 digits written together (``2125551234``) only within 40 characters after a phone word
+  (phone, number, call, cell, fax, телефон, номер, ...).
 - ``<IP>``: IPv4 (four numbers 0-255, not part of a longer dotted number such as a version
   ``1.2.3.4.5``) and IPv6 that :mod:`ipaddress` accepts, with ``::`` or all eight groups.
 - ``<ADDRESS>`` (a heuristic): English ``<house number> <Capitalised words> <street type>``
   (``221B Baker Street``, ``1600 Pennsylvania Avenue NW``, ``10 Downing St.``) with an optional
   ``Apt``/``Suite``/``Unit``/``#`` part; Russian ``<street type> <name>, д. <number>`` with optional
-  ``корп.``/``стр.``/``кв.`` (``ул. Ленина, д. 5, кв. 12``, ``проспект Мира 15``). Limits: a street
+  ``корп.``/``стр.``/``кв.`` (``ул. Ленина, д. 5, кв. 12``, ``проспект Мира 15``), or the name
+  first (``Невский проспект, д. 28``). Limits: a street
   named without a house number ("on Baker Street") is not an address; post-office boxes,
   postcodes alone, addresses without a street type and other languages are not recognised.
 - ``<NAME>``: person names (PER) found by the NER backends of :mod:`rejoinder.ner`: spaCy's small
@@ -68,7 +70,7 @@ PHONE = re.compile(
     r"|\(\d{3}\)[ ]?\d{3}[ .-]\d{4}|\d{3}[.-]\d{3}[.-]\d{4}"  # North American
     r")(?![\w]|[.,]\d)"
 )
-PHONE_LOCAL = re.compile(r"(?<![\w-])[2-9]\d{2}-\d{4}(?![\w-]|[.,]\d)")
+PHONE_LOCAL = re.compile(r"(?<![\w-])(?:[2-9]\d{2}-\d{4}|\d{10,11})(?![\w-]|[.,]\d)")
 PHONE_WORD = re.compile(r"(?i)(phone|number|call|cell|fax|tel\b|mobile|reach|телефон|номер|звоните)[^.!?\n]{0,30}$")
 IPV4 = re.compile(r"(?<![\w.])(?:(?:25[0-5]|2[0-4]\d|1?\d?\d)\.){3}(?:25[0-5]|2[0-4]\d|1?\d?\d)(?![\w]|\.\d)")
 IPV6 = re.compile(r"(?<![\w:])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![\w:])")
@@ -88,6 +90,12 @@ _STREET_RU = (
 ADDRESS_RU = re.compile(
     rf"(?i:\b(?:{_STREET_RU}))\s*[А-ЯЁ0-9][А-Яа-яЁё0-9-]*(?:\s+[А-ЯЁ][а-яё-]+)?,?\s*"
     r"(?i:(?:д\.|дом)\s*)?\d{1,4}[а-яА-Я]?(?![\d:.,]\d)"
+    r"(?:,?\s*(?i:корп\.?|корпус|к\.|стр\.|строение)\s*\d{1,3})?"
+    r"(?:,?\s*(?i:кв\.?|квартира|оф\.|офис)\s*\d{1,4})?"
+)
+ADDRESS_RU_NAME_FIRST = re.compile(
+    r"\b[А-ЯЁ][а-яё-]+\s+(?i:проспект|улица|переулок|бульвар|шоссе|набережная|площадь|проезд)"
+    r",?\s*(?i:(?:д\.|дом)\s*)?\d{1,4}[а-яА-Я]?(?![\d:.,]\d)"
     r"(?:,?\s*(?i:корп\.?|корпус|к\.|стр\.|строение)\s*\d{1,3})?"
     r"(?:,?\s*(?i:кв\.?|квартира|оф\.|офис)\s*\d{1,4})?"
 )
@@ -228,6 +236,7 @@ class PiiMasker:
         take(IPV6, "IP", lambda m: _ip6_ok(m.group()))
         take(ADDRESS_EN, "ADDRESS", lambda m: True)
         take(ADDRESS_RU, "ADDRESS", lambda m: True)
+        take(ADDRESS_RU_NAME_FIRST, "ADDRESS", lambda m: True)
         if self.ner:
             for start, end in self._names(text):
                 if free(start, end):
