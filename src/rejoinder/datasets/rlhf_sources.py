@@ -293,6 +293,17 @@ def _store_records(store: Any, stats: SourceStats | None) -> Iterator[Record]:
         )
 
 
+def _own_store(db: str | None, stats: SourceStats | None) -> Iterator[Record]:
+    """The store at ``db`` read as :func:`read_store` does, closed when the reading ends."""
+    from rejoinder.store import Store
+
+    store = Store(db)
+    try:
+        yield from read_store(store, stats=stats)
+    finally:
+        store.close()
+
+
 # --------------------------------------------------------------------------------------------
 # By name
 
@@ -312,9 +323,7 @@ def read_source(
     if spec == "hh":
         return read_hh(stats=stats)
     if spec == "store":
-        from rejoinder.store import Store
-
-        return read_store(Store(db), stats=stats)
+        return _own_store(db, stats)
     path = Path(spec).expanduser()
     if path.suffix.lower() in (".jsonl", ".json", ".csv") or path.exists():
         skipped = stats.invalid if (stats is not None and skip_invalid) else ([] if skip_invalid else None)
