@@ -254,16 +254,25 @@ def test_stored_conversations_become_demonstrations_with_their_user(store):
     store.append_turn(first, [Message("user", "Hi"), Message("assistant", "Hello!")], {}, expected_version=0)
     store.append_turn(first, [Message("user", "And?"), Message("assistant", "I was cut", meta={"finish_reason":
                       "cancelled"})], {}, expected_version=1)  # fmt: skip
+    store.append_turn(first, [Message("user", "Go on"), Message("assistant", "Fine.")], {}, expected_version=2)
     anonymous = store.create_conversation("eliza")
-    store.append_turn(anonymous, [Message("user", "I am sad"), Message("assistant", "WHY?")], {}, expected_version=0)
+    eliza = [Message("assistant", "HELLO."), Message("user", "I am sad"), Message("assistant", "WHY?")]
+    store.append_turn(anonymous, eliza, {}, expected_version=0)
     empty = store.create_conversation("assistant")
     store.append_turn(empty, [Message("user", "Anyone?")], {}, expected_version=0)
     stats = SourceStats("store")
     records = list(read_store(store, stats=stats))
-    assert [r.messages for r in records] == [(user("Hi"), bot("Hello!")), (user("I am sad"), bot("WHY?"))]
+    assert [r.messages for r in records] == [
+        (user("Hi"), bot("Hello!"), user("Go on"), bot("Fine.")),
+        (user("I am sad"), bot("WHY?")),
+    ]
     assert [r.user_id for r in records] == ["local:ann", f"store:{anonymous}"]
     assert records[0].meta == {"bot": "assistant"} and records[0].source == "store"
-    assert stats.left_out == {"cancelled replies": 1, "conversations without a reply": 1}
+    assert stats.left_out == {
+        "cancelled replies (with the message they answered)": 1,
+        "opening remarks before the user spoke": 1,
+        "conversations without a reply": 1,
+    }
 
 
 def test_a_missing_file_is_named_at_once(tmp_path):

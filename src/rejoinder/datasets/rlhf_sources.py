@@ -30,8 +30,10 @@ what it read, made and left out (and why), so that curation can report every rec
   the same way count as one user and stay in one split.
 - ``store`` (:func:`read_store`): the conversations in Rejoinder's store, each one's active branch
   as a :class:`Demonstration` with the conversation's user id (``store:<conversation id>`` when it
-  has none). Replies that were cancelled mid-stream are left out (counted); a conversation without
-  an assistant reply makes no record. The feedback recorded against messages (rankings among
+  has none). Replies that were cancelled mid-stream are left out with the message they answered,
+  and so is a bot's opening remark before the user spoke (chat templates such as Gemma's want the
+  user first and the roles alternating); a conversation without an assistant reply makes no record.
+  All counted. The feedback recorded against messages (rankings among
   sibling replies, ratings, choices) will become :class:`Ranking` and :class:`Preference` records
   here, beside the conversations, once the server and the labeling app write it: that reader is
   the place to add, under the same ``SourceStats``.
@@ -269,14 +271,19 @@ def _store_records(store: Any, stats: SourceStats | None) -> Iterator[Record]:
     left_out = stats.left_out if stats is not None else Counter()
     for info in reversed(store.list_conversations(limit=2**62)):  # oldest first
         dialogue = store.load_dialogue(info.id)
-        turns = []
+        turns: list[Turn] = []
         for message in dialogue.messages:
             if not message.text.strip():
                 continue
             if message.role == "assistant" and (
                 message.meta.get("cancelled") or message.meta.get("finish_reason") == "cancelled"
             ):
-                left_out["cancelled replies"] += 1
+                left_out["cancelled replies (with the message they answered)"] += 1
+                if turns and turns[-1].role == "user":
+                    turns.pop()
+                continue
+            if message.role == "assistant" and not any(t.role == "user" for t in turns):
+                left_out["opening remarks before the user spoke"] += 1
                 continue
             turns.append(Turn(message.role, message.text))
         if not any(t.role == "assistant" for t in turns):
