@@ -242,8 +242,8 @@ class GarbledBot:
 
 def test_a_reply_with_nul_or_surrogates_is_stored_on_every_database(store):
     session, _ = ChatSession.start(store, "garbled", bot=GarbledBot())
-    session.send("hello")
-    session.send("again")
+    assert session.send("hello").text == "ab \ufffd c"  # what is returned is what is stored
+    assert "".join(session.stream("again")) == "ab \ufffd c"
     stored = store.load_dialogue(session.conversation_id)
     reply = stored.messages[-1]
     assert reply.text == "ab \ufffd c"

@@ -162,6 +162,7 @@ class ChatSession:
         """
         working, message = self._begin(text, after)
         reply = self.bot.respond(working)
+        reply.text = storable(reply.text)  # what is returned is what is stored
         self._commit(working, [message, self._reply_message(reply, message)], reply.effects)
         return reply
 
@@ -177,6 +178,7 @@ class ChatSession:
         """
         working, message = self._regenerating(reply_id)
         reply = self.bot.respond(working)
+        reply.text = storable(reply.text)
         self._commit(working, [self._reply_message(reply, message)], reply.effects)
         return reply
 
@@ -301,6 +303,7 @@ class TurnStream(Iterator[str]):
             if self.cancel_event.is_set:  # produced after the cancel: never shown
                 self._finish_cancelled()
                 raise StopIteration
+            piece = storable(piece)  # what is shown is what will be stored
             self.shown.append(piece)
             return piece
 
@@ -344,6 +347,7 @@ class TurnStream(Iterator[str]):
     def _finish(self, result: Reply) -> None:
         if self.reply is not None:
             return
+        result.text = storable(result.text)
         self.reply = result
         if self._source is not None and not self.shown and result.finish_reason == "cancelled":
             return  # nothing was said: nothing to keep
