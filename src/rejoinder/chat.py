@@ -162,7 +162,6 @@ class ChatSession:
         """
         working, message = self._begin(text, after)
         reply = self.bot.respond(working)
-        reply.text = storable(reply.text)  # what is returned is what is stored
         self._commit(working, [message, self._reply_message(reply, message)], reply.effects)
         return reply
 
@@ -178,7 +177,6 @@ class ChatSession:
         """
         working, message = self._regenerating(reply_id)
         reply = self.bot.respond(working)
-        reply.text = storable(reply.text)
         self._commit(working, [self._reply_message(reply, message)], reply.effects)
         return reply
 
@@ -208,6 +206,9 @@ class ChatSession:
         self.dialogue = replace(self.store.load_dialogue(self.conversation_id), version=version)
 
     def _reply_message(self, reply: Reply, answering: Message | None = None) -> Message:
+        """The message that stores ``reply``. The reply's text is cleaned in place first (a model can
+        emit NUL, which PostgreSQL cannot store), so what a turn returns is what it stores."""
+        reply.text = storable(reply.text)
         meta = dict(reply.meta)
         if reply.finish_reason != "stop":
             meta["finish_reason"] = reply.finish_reason
@@ -217,7 +218,7 @@ class ChatSession:
             meta["confidence"] = round(float(reply.confidence), 4)
         return Message(
             "assistant",
-            storable(reply.text),  # a model can emit NUL; PostgreSQL cannot store it
+            reply.text,
             bot=self.bot.name,
             meta=storable(meta),
             id=str(uuid.uuid4()),
@@ -347,7 +348,6 @@ class TurnStream(Iterator[str]):
     def _finish(self, result: Reply) -> None:
         if self.reply is not None:
             return
-        result.text = storable(result.text)
         self.reply = result
         if self._source is not None and not self.shown and result.finish_reason == "cancelled":
             return  # nothing was said: nothing to keep
