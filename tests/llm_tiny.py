@@ -71,3 +71,26 @@ def tiny_backend(
     return TorchBackend(
         ModelRef("tiny", tmp_path, "hf"), model=model, tokenizer=tokenizer, context_window=context_window, **options
     )
+
+
+def tiny_model_dir(path: Path, *, chat_template: bool = True, seed: int = 0) -> Path:
+    """A tiny random causal LM saved as a Hugging Face model folder (what training steps start from)."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tokenizer = tiny_tokenizer(chat_template)
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    LlamaForCausalLM(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path

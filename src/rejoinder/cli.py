@@ -948,6 +948,115 @@ def data_show_command(
         raise _fail(exc) from None
 
 
+def config_command(cls: type, run: Any, name: str, help: str, parent: typer.Typer) -> None:
+    """Add ``rejoinder <parent> <name>`` taking ``--config FILE`` and one flag per field of ``cls``.
+
+    Flags override the file; the file overrides the dataclass defaults. Each flag's help is the
+    field's help, so the YAML keys, the flags and their documentation are declared only once.
+    """
+    import dataclasses
+    import inspect
+
+    from rejoinder.align.config import _plain, field_types
+
+    kinds = field_types(cls)
+    parameters = [
+        inspect.Parameter(
+            "config",
+            inspect.Parameter.KEYWORD_ONLY,
+            default=None,
+            annotation=Annotated[Path | None, typer.Option("--config", "-c", help="A YAML file of these settings.")],
+        )
+    ]
+    for f in dataclasses.fields(cls):
+        plain, _ = _plain(kinds[f.name])
+        flag = "--" + f.name.replace("_", "-")
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        shown = ",".join(map(str, default)) if isinstance(default, list) else default
+        text = f"{f.metadata.get('help', '')} [default: {shown}]"
+        if plain is bool:
+            option = typer.Option(f"{flag}/--no-{f.name.replace('_', '-')}", help=text, show_default=False)
+            annotation: Any = Annotated[bool | None, option]
+        elif typing_origin(plain) is list:
+            option = typer.Option(flag, help=text + " (comma-separated)", show_default=False)
+            annotation = Annotated[str | None, option]
+        else:
+            option = typer.Option(flag, help=text, show_default=False)
+            annotation = Annotated[plain | None, option]
+        parameters.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=annotation))
+
+    def command(**values: Any) -> None:
+        from rejoinder.align.config import load_config
+
+        path = values.pop("config")
+        try:
+            loaded = load_config(cls, path, {k: v for k, v in values.items() if v is not None})
+        except RejoinderError as exc:
+            raise _fail(exc) from None
+        run(loaded)
+
+    command.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
+    command.__doc__ = help
+    parent.command(name, help=help)(command)
+
+
+def typing_origin(kind: Any) -> Any:
+    import typing
+
+    return typing.get_origin(kind)
+
+
+def _print_log(entry: dict[str, Any]) -> None:
+    """One line per logged step of a training run (and the sample replies after each evaluation)."""
+    if "samples" in entry:
+        for sample in entry["samples"]:
+            console.print(
+                f"  [dim]{escape(sample['prompt'])}[/] → {escape(sample['reply'][:200])}", highlight=False
+            )
+        return
+    shown = {k: v for k, v in entry.items() if k not in ("step", "epoch") and isinstance(v, int | float)}
+    keep = ("loss", "eval_loss", "learning_rate", "grad_norm", "accuracy", "eval_accuracy", "mean_token_accuracy")
+    parts = [f"{k} {v:.4g}" for k, v in shown.items() if k in keep or k.startswith("eval_acc")]
+    if parts:
+        console.print(f"step {entry['step']:>5} epoch {entry['epoch']:.2f}  " + "  ".join(parts), highlight=False)
+
+
+def _run_sft(config: Any) -> None:
+    from rejoinder.align.sft import train_sft
+
+    try:
+        result = train_sft(config, on_log=_print_log)
+    except RejoinderError as exc:
+        raise _fail(exc) from None
+    report = result.report
+    table = Table("measure", "value", box=None, header_style="bold")
+    for key in (
+        "model", "method", "chat_template", "data", "train_demonstrations", "eval_demonstrations", "truncated",
+        "steps", "epochs", "train_loss", "eval_loss", "eval_perplexity", "seconds", "seconds_per_epoch",
+    ):
+        value = report.get(key)
+        table.add_row(key.replace("_", " "), f"{value:.4g}" if isinstance(value, float) else escape(str(value)))
+    if report.get("reused"):
+        console.print("[dim]this run folder already holds the model for this config: nothing to train[/]")
+    console.print(table)
+    console.print(f"model: {escape(str(result.model_dir))}  (rejoinder chat --bot assistant --model {escape(str(result.model_dir))})")
+
+
+def _register_training_commands() -> None:
+    from rejoinder.align.sft import SFTConfig
+
+    config_command(
+        SFTConfig,
+        _run_sft,
+        "sft",
+        "Step 1: supervised fine-tuning on demonstrations (assistant tokens only; LoRA or full).",
+        train_app,
+    )
+
+
+_register_training_commands()
+
+
 def main() -> None:
     app()
 
