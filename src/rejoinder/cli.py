@@ -983,7 +983,9 @@ def config_command(cls: type, run: Any, name: str, help: str, parent: typer.Type
         else:
             option = typer.Option(flag, help=text, show_default=False)
             annotation = Annotated[plain | None, option]
-        parameters.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=annotation))
+        parameters.append(
+            inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=annotation)
+        )
 
     def command(**values: Any) -> None:
         from rejoinder.align.config import load_config
@@ -1010,9 +1012,7 @@ def _print_log(entry: dict[str, Any]) -> None:
     """One line per logged step of a training run (and the sample replies after each evaluation)."""
     if "samples" in entry:
         for sample in entry["samples"]:
-            console.print(
-                f"  [dim]{escape(sample['prompt'])}[/] → {escape(sample['reply'][:200])}", highlight=False
-            )
+            console.print(f"  [dim]{escape(sample['prompt'])}[/] → {escape(sample['reply'][:200])}", highlight=False)
         return
     shown = {k: v for k, v in entry.items() if k not in ("step", "epoch") and isinstance(v, int | float)}
     keep = ("loss", "eval_loss", "learning_rate", "grad_norm", "accuracy", "eval_accuracy", "mean_token_accuracy")
@@ -1031,19 +1031,92 @@ def _run_sft(config: Any) -> None:
     report = result.report
     table = Table("measure", "value", box=None, header_style="bold")
     for key in (
-        "model", "method", "chat_template", "data", "train_demonstrations", "eval_demonstrations", "truncated",
-        "steps", "epochs", "train_loss", "eval_loss", "eval_perplexity", "seconds", "seconds_per_epoch",
+        "model",
+        "method",
+        "chat_template",
+        "data",
+        "train_demonstrations",
+        "eval_demonstrations",
+        "truncated",
+        "steps",
+        "epochs",
+        "train_loss",
+        "eval_loss",
+        "eval_perplexity",
+        "seconds",
+        "seconds_per_epoch",
     ):
         value = report.get(key)
         table.add_row(key.replace("_", " "), f"{value:.4g}" if isinstance(value, float) else escape(str(value)))
     if report.get("reused"):
         console.print("[dim]this run folder already holds the model for this config: nothing to train[/]")
     console.print(table)
-    console.print(f"model: {escape(str(result.model_dir))}  (rejoinder chat --bot assistant --model {escape(str(result.model_dir))})")
+    where = escape(str(result.model_dir))
+    console.print(f"model: {where}  (rejoinder chat --bot assistant --model {where})")
+
+
+def _percent_or_dash(value: float | None) -> str:
+    return f"{value:.1%}" if value is not None else "-"
+
+
+def _run_reward(config: Any) -> None:
+    from rejoinder.align.reward import train_reward
+
+    try:
+        result = train_reward(config, on_log=_print_log)
+    except RejoinderError as exc:
+        raise _fail(exc) from None
+    report = result.report
+    if report.get("reused"):
+        console.print("[dim]this run folder already holds the reward model for this config: nothing to train[/]")
+    table = Table("measure", "value", box=None, header_style="bold")
+    for key in (
+        "model",
+        "method",
+        "data",
+        "train_groups",
+        "train_groups_by_k",
+        "train_sequences",
+        "train_pairs",
+        "eval_groups",
+        "replies_too_long",
+        "steps",
+        "train_loss",
+        "offset",
+        "seconds",
+        "seconds_per_epoch",
+    ):
+        value = report.get(key)
+        table.add_row(key.replace("_", " "), f"{value:.4g}" if isinstance(value, float) else escape(str(value)))
+    console.print(table)
+    held = report.get("held_out")
+    if held:
+        accuracy = Table("held-out pairs", "pairs", "reward model", "longer wins", "random", header_style="bold")
+        for source, row in [("all", held), *held["by_source"].items()]:
+            accuracy.add_row(
+                escape(source),
+                str(row["pairs"]),
+                _percent_or_dash(row["accuracy"]),
+                _percent_or_dash(row["longer_wins"]),
+                _percent_or_dash(row["random"]),
+            )
+        console.print(accuracy)
+    console.print(
+        f"model: {escape(str(result.model_dir))}  (rejoinder score --model {escape(str(result.model_dir))} FILE)"
+    )
 
 
 def _register_training_commands() -> None:
+    from rejoinder.align.reward import RewardConfig
     from rejoinder.align.sft import SFTConfig
+
+    config_command(
+        RewardConfig,
+        _run_reward,
+        "reward",
+        "Step 2: a reward model trained on K-way rankings (one forward pass per reply, C(K,2) pairs per prompt).",
+        train_app,
+    )
 
     config_command(
         SFTConfig,
@@ -1055,6 +1128,42 @@ def _register_training_commands() -> None:
 
 
 _register_training_commands()
+
+
+@app.command("score")
+def score_command(
+    source: Annotated[
+        Path, typer.Argument(help='JSONL: {"prompt": text or messages, "reply" (or "completion"): text} per line.')
+    ],
+    model: Annotated[Path, typer.Option("--model", help="A reward model folder (rejoinder train reward).")],
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write the scored lines here (default: stdout).")
+    ] = None,
+    batch: Annotated[int, typer.Option(help="Sequences per forward pass.")] = 16,
+    threads: Annotated[int, typer.Option(help="PyTorch CPU threads (0: the default).")] = 0,
+) -> None:
+    """Score prompt/reply pairs with a reward model: each line comes back with its "reward"."""
+    import json
+
+    from rejoinder.align.reward import RewardModel, read_scoring_input
+
+    try:
+        rows, prompts, replies = read_scoring_input(source)
+        with err_console.status("loading the reward model"):
+            scorer = RewardModel(model, threads=threads)
+        rewards = scorer.score(prompts, replies, batch=batch)
+    except RejoinderError as exc:
+        raise _fail(exc) from None
+    sink = output.open("w", encoding="utf-8") if output else sys.stdout
+    try:
+        for row, reward in zip(rows, rewards, strict=True):
+            sink.write(json.dumps({**row, "reward": round(reward, 6)}, ensure_ascii=False) + "\n")
+    finally:
+        if output:
+            sink.close()
+    if rewards:
+        mean = sum(rewards) / len(rewards)
+        err_console.print(f"{len(rewards)} replies scored, mean reward {mean:+.3f}", highlight=False)
 
 
 def main() -> None:

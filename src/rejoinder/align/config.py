@@ -100,7 +100,10 @@ def build(cls: type[C], values: Mapping[str, Any], where: str) -> C:
     config = cls(**parsed)
     check = getattr(config, "check", None)
     if check is not None:
-        check()
+        try:
+            check()
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
     return config
 
 

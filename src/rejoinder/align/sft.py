@@ -20,7 +20,6 @@ already has), or ChatML where the vocabulary has ``<|im_start|>``; fine-tuning t
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import time
@@ -29,7 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rejoinder.align.config import option, save_config, to_plain
+from rejoinder.align.config import option
+from rejoinder.align.runs import same_config, save_atomically, start_run
 from rejoinder.align.training_data import by_user, read_training_data
 from rejoinder.datasets.rlhf import Demonstration, PromptCompletion, Record, Turn, sft_examples
 from rejoinder.errors import ConfigError
@@ -62,10 +62,16 @@ SAMPLE_PROMPTS = [
 class SFTConfig:
     """Supervised fine-tuning (step 1). Every field is a key of the YAML file and a flag."""
 
-    model: str = option("gemma3-270m", "Model to fine-tune: a shipped name (gemma3-270m, smollm2), a GGUF file or a model folder.")
-    data: list[str] = option(["oasst"], "A curated folder (rejoinder data curate) or sources: oasst, store, .jsonl/.csv files.")
+    model: str = option(
+        "gemma3-270m", "Model to fine-tune: a shipped name (gemma3-270m, smollm2), a GGUF file or a model folder."
+    )
+    data: list[str] = option(
+        ["oasst"], "A curated folder (rejoinder data curate) or sources: oasst, store, .jsonl/.csv files."
+    )
     output_dir: Path = option(Path("runs/sft"), "The run folder: checkpoints/, the model in sft/, logs and samples.")
-    chat_template: str = option("auto", "auto (the model's own; a base model gets one), gemma, chatml, or a Jinja file.")
+    chat_template: str = option(
+        "auto", "auto (the model's own; a base model gets one), gemma, chatml, or a Jinja file."
+    )
     lora: bool = option(True, "Train LoRA adapters (peft) instead of every weight; merged into the model at the end.")
     lora_r: int = option(16, "LoRA rank.")
     lora_alpha: int = option(32, "LoRA scaling alpha.")
@@ -80,10 +86,14 @@ class SFTConfig:
     batch_size: int = option(8, "Demonstrations per optimiser step and process (before accumulation).")
     gradient_accumulation: int = option(1, "Micro-batches accumulated into one optimiser step.")
     max_length: int = option(512, "Tokens per demonstration; longer ones are cut at the end, longer prompts skipped.")
-    held_out: float = option(0.1, "Fraction of users whose demonstrations evaluate (when data is not a curated folder).")
+    held_out: float = option(
+        0.1, "Fraction of users whose demonstrations evaluate (when data is not a curated folder)."
+    )
     max_examples: int = option(0, "Train on at most this many demonstrations (0: all).")
     eval_examples: int = option(64, "Evaluate on at most this many held-out demonstrations (0: all).")
-    sample_prompts: list[str] = option(SAMPLE_PROMPTS, "Prompts answered after each epoch, to watch the replies change.")
+    sample_prompts: list[str] = option(
+        SAMPLE_PROMPTS, "Prompts answered after each epoch, to watch the replies change."
+    )
     sample_tokens: int = option(64, "Tokens per sample reply.")
     save_steps: int = option(25, "Write a checkpoint every this many steps (a killed run resumes from the last).")
     logging_steps: int = option(5, "Log the training loss every this many steps.")
@@ -94,15 +104,15 @@ class SFTConfig:
 
     def check(self) -> None:
         if self.batch_size < 1 or self.gradient_accumulation < 1:
-            raise ConfigError("config: batch_size and gradient_accumulation must be at least 1")
+            raise ConfigError("batch_size and gradient_accumulation must be at least 1")
         if self.max_length < 16:
-            raise ConfigError(f"config: max_length {self.max_length} is too short (at least 16 tokens)")
+            raise ConfigError(f"max_length {self.max_length} is too short (at least 16 tokens)")
         if not 0 <= self.held_out < 1:
-            raise ConfigError(f"config: held_out {self.held_out} must be in [0, 1)")
+            raise ConfigError(f"held_out {self.held_out} must be in [0, 1)")
         if self.epochs <= 0 and self.max_steps <= 0:
-            raise ConfigError("config: epochs must be positive (or give max_steps)")
+            raise ConfigError("epochs must be positive (or give max_steps)")
         if self.lr_scheduler not in ("cosine", "linear", "constant"):
-            raise ConfigError(f"config: lr_scheduler {self.lr_scheduler!r}: expected cosine, linear or constant")
+            raise ConfigError(f"lr_scheduler {self.lr_scheduler!r}: expected cosine, linear or constant")
 
 
 # --------------------------------------------------------------------------------------------
@@ -249,7 +259,9 @@ class SFTResult:
     report: dict[str, Any]
 
 
-def _callbacks(config: SFTConfig, tokenizer: Any, run: Path, on_log: Callable[[dict[str, Any]], None] | None) -> list[Any]:
+def _callbacks(
+    config: SFTConfig, tokenizer: Any, run: Path, on_log: Callable[[dict[str, Any]], None] | None
+) -> list[Any]:
     from transformers import TrainerCallback
 
     log_path = run / "sft-log.jsonl"
@@ -312,31 +324,6 @@ def sample_replies(model: Any, tokenizer: Any, prompts: Sequence[str], tokens: i
     return out
 
 
-def latest_checkpoint(directory: Path) -> Path | None:
-    """The checkpoint with the highest step whose files are complete (a killed save is skipped)."""
-    if not directory.is_dir():
-        return None
-    done = [
-        p
-        for p in directory.glob("checkpoint-*")
-        if p.name.split("-")[-1].isdigit() and (p / "trainer_state.json").is_file()
-    ]
-    return max(done, key=lambda p: int(p.name.split("-")[-1]), default=None)
-
-
-def _same_config(run: Path, name: str, config: Any) -> bool:
-    import yaml
-
-    path = run / name
-    if not path.is_file():
-        return False
-    try:
-        saved = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError:
-        return False
-    return saved == to_plain(config)
-
-
 def train_sft(config: SFTConfig, on_log: Callable[[dict[str, Any]], None] | None = None) -> SFTResult:
     """Fine-tune ``config.model`` on the demonstrations; see the module docstring."""
     import datasets
@@ -348,21 +335,14 @@ def train_sft(config: SFTConfig, on_log: Callable[[dict[str, Any]], None] | None
     datasets.disable_progress_bars()
     run = Path(config.output_dir)
     final = run / "sft"
-    if (final / ".complete").is_file() and _same_config(run, "sft.yaml", config):
+    if (final / ".complete").is_file() and same_config(run, "sft.yaml", config):
         report = json.loads((final / "rejoinder-sft.json").read_text(encoding="utf-8"))
         report["reused"] = True
         return SFTResult(final, report)
     checkpoints = run / "checkpoints"
-    resume = latest_checkpoint(checkpoints)
-    if resume is not None and not _same_config(run, "sft.yaml", config):
-        raise ConfigError(
-            f"{run} holds checkpoints of a run with another config ({run / 'sft.yaml'}); "
-            "give another output_dir, or delete the folder to start again"
-        )
+    resume = start_run(run, "sft.yaml", config, checkpoints)
     if config.threads:
         torch.set_num_threads(config.threads)
-    run.mkdir(parents=True, exist_ok=True)
-    save_config(config, run / "sft.yaml")
 
     train_records, eval_records, data_note = read_training_data(
         config.data, ("messages", "prompt_completion"), held_out=config.held_out, seed=config.seed, key=by_user
@@ -472,32 +452,22 @@ def train_sft(config: SFTConfig, on_log: Callable[[dict[str, Any]], None] | None
         "threads": torch.get_num_threads(),
     }
     if trainer.accelerator.is_main_process:
-        save_model(trainer.model, tokenizer, final, report, config)
+        save_model(trainer.model, tokenizer, final, report)
     trainer.accelerator.wait_for_everyone()
     return SFTResult(final, report)
 
 
-def save_model(model: Any, tokenizer: Any, target: Path, report: dict[str, Any], config: SFTConfig) -> None:
+def save_model(model: Any, tokenizer: Any, target: Path, report: dict[str, Any]) -> None:
     """The trained model as a plain model folder (LoRA merged), ending turns with its end-of-turn token."""
-    import shutil
-    import tempfile
-
     if hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
-    ends = sorted(end_of_turn_ids(tokenizer))
-    model.generation_config.eos_token_id = ends
+    model.generation_config.eos_token_id = sorted(end_of_turn_ids(tokenizer))
     if tokenizer.pad_token_id is not None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".saving-", dir=target.parent))
-    try:
-        model.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
-        (staging / "rejoinder-sft.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-        (staging / ".complete").write_text(json.dumps(dataclasses.asdict(config), default=str) + "\n")
-        if target.exists():
-            shutil.rmtree(target)
-        staging.rename(target)  # a kill while saving leaves the old model or none, never half of one
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
+
+    def write(folder: Path) -> None:
+        model.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+        (folder / "rejoinder-sft.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+
+    save_atomically(target, write)

@@ -63,9 +63,7 @@ def read_training_data(
         return train, evaluation, f"{folder} (curated splits)"
     records: list[Record] = []
     for spec in data:
-        records.extend(
-            r for r in read_source(spec, skip_invalid=skip_invalid, db=db) if r.format in formats
-        )
+        records.extend(r for r in read_source(spec, skip_invalid=skip_invalid, db=db) if r.format in formats)
     if not records:
         raise ConfigError(f"data {', '.join(data)}: no {' or '.join(formats)} records")
     train, evaluation = split_held_out(records, held_out, seed, key)
