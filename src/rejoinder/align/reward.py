@@ -52,7 +52,7 @@ class RewardConfig:
     data: list[str] = option(
         ["oasst"], "A curated folder or sources with rankings/preferences: oasst, hh, .jsonl/.csv files."
     )
-    output_dir: Path = option(Path("runs/reward"), "The run folder: checkpoints/, the model in reward/, the log.")
+    output_dir: Path = option(Path("runs/default"), "The run folder: checkpoints/, the model in reward/, the log.")
     epochs: float = option(1.0, "Passes over the training rankings.")
     max_steps: int = option(-1, "Stop after this many optimiser steps (-1: run the epochs).")
     learning_rate: float = option(1e-5, "Peak learning rate (full fine-tuning; about 1e-4 with LoRA).")
@@ -438,11 +438,12 @@ def train_reward(config: RewardConfig, on_log: Callable[[dict[str, Any]], None] 
     if (final / ".complete").is_file() and same_config(run, "reward.yaml", config):
         report = json.loads((final / "rejoinder-reward.json").read_text(encoding="utf-8"))
         return RewardResult(final, {**report, "reused": True})
-    checkpoints = run / "checkpoints"
+    checkpoints = run / "checkpoints" / "reward"
     resume = start_run(run, "reward.yaml", config, checkpoints)
     if config.threads:
         torch.set_num_threads(config.threads)
 
+    base = sft_model_of(config)
     train_records, eval_records, data_note = read_training_data(
         config.data, ("ranking", "preference"), held_out=config.held_out, seed=config.seed, key=prompt_key
     )
@@ -451,7 +452,7 @@ def train_reward(config: RewardConfig, on_log: Callable[[dict[str, Any]], None] 
     if config.max_groups:
         random.Random(config.seed).shuffle(train_groups)
         train_groups = train_groups[: config.max_groups]
-    model, tokenizer, name = load_reward_base(config.model)
+    model, tokenizer, name = load_reward_base(base)
     pad_id = tokenizer.pad_token_id
     train_set, dropped_train = encode_groups(tokenizer, train_groups, config.max_length)
     eval_set, dropped_eval = encode_groups(tokenizer, eval_groups, config.max_length)
@@ -534,7 +535,7 @@ def train_reward(config: RewardConfig, on_log: Callable[[dict[str, Any]], None] 
         prompts = list({prompt_key_of(g.prompt): g.prompt for g in train_groups}.values())
         random.Random(config.seed).shuffle(prompts)
         prompts = prompts[: config.normalise_prompts]
-        replies = _sft_replies(config.model, prompts, config.normalise_tokens, config.seed)
+        replies = _sft_replies(base, prompts, config.normalise_tokens, config.seed)
         raw = score_ids(trained, [encode_reply(tokenizer, p, r) for p, r in zip(prompts, replies, strict=True)], pad_id)
         offset = sum(raw) / len(raw)
         centring = {"prompts": len(raw), "mean_before": offset, "std": _std(raw)}
@@ -543,7 +544,7 @@ def train_reward(config: RewardConfig, on_log: Callable[[dict[str, Any]], None] 
         groups_k[len(g.ids)] += 1
     report = {
         "model": name,
-        "base": config.model,
+        "base": base,
         "method": f"LoRA r={config.lora_r}" if config.lora else "full fine-tuning",
         "data": data_note,
         "train_groups": len(train_set),
@@ -574,6 +575,14 @@ def train_reward(config: RewardConfig, on_log: Callable[[dict[str, Any]], None] 
         save_atomically(final, write)
     trainer.accelerator.wait_for_everyone()
     return RewardResult(final, report)
+
+
+def sft_model_of(config: RewardConfig) -> str:
+    """The model the reward head goes on: ``auto`` is this run's SFT model when it is trained, else SmolLM2."""
+    if config.model != "auto":
+        return config.model
+    sft = Path(config.output_dir) / "sft"
+    return str(sft) if (sft / ".complete").is_file() else "smollm2"
 
 
 def prompt_key_of(turns: Sequence[Turn]) -> str:

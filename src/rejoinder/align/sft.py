@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,7 +69,7 @@ class SFTConfig:
     data: list[str] = option(
         ["oasst"], "A curated folder (rejoinder data curate) or sources: oasst, store, .jsonl/.csv files."
     )
-    output_dir: Path = option(Path("runs/sft"), "The run folder: checkpoints/, the model in sft/, logs and samples.")
+    output_dir: Path = option(Path("runs/default"), "The run folder: checkpoints/, the model in sft/, logs, samples.")
     chat_template: str = option(
         "auto", "auto (the model's own; a base model gets one), gemma, chatml, or a Jinja file."
     )
@@ -333,13 +334,15 @@ def train_sft(config: SFTConfig, on_log: Callable[[dict[str, Any]], None] | None
 
     config.check()
     datasets.disable_progress_bars()
+    # TRL reads a property transformers has renamed; the warning says nothing to our users
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
     run = Path(config.output_dir)
     final = run / "sft"
     if (final / ".complete").is_file() and same_config(run, "sft.yaml", config):
         report = json.loads((final / "rejoinder-sft.json").read_text(encoding="utf-8"))
         report["reused"] = True
         return SFTResult(final, report)
-    checkpoints = run / "checkpoints"
+    checkpoints = run / "checkpoints" / "sft"
     resume = start_run(run, "sft.yaml", config, checkpoints)
     if config.threads:
         torch.set_num_threads(config.threads)
