@@ -7,10 +7,10 @@ batch, maximum length, epochs and threads:
 
 - TRL plain: ``SFTTrainer`` given the ``messages`` records with its defaults - the loss on every
   token of the conversation, random batches, ``bf16`` autocast (its default wherever fp16 is not
-  set) - except gradient checkpointing, turned off because it only costs time on a CPU with
-  memory to spare.
+  set; 2.8x faster than fp32 on this CPU, which has AVX512-BF16) - except gradient checkpointing,
+  turned off because it only costs time on a CPU with memory to spare.
 - Rejoinder: the labels on the assistant's last reply and its end-of-turn token only, batches of
-  similar lengths (``group_by_length``), fp32.
+  similar lengths (``group_by_length``), bf16 autocast (``precision: auto`` picks it on such a CPU).
 
 Both models are then scored the same way: the cross-entropy per token of the held-out
 demonstrations' assistant replies (what an assistant is asked to produce), and seconds of training
@@ -105,7 +105,7 @@ def run_ours(folder: Path, args: argparse.Namespace) -> dict[str, Any]:
         "settings": {
             "labels": "assistant's last reply + end of turn",
             "batches": "group_by_length",
-            "precision": "fp32",
+            "precision": result.report["precision"],
             "lora_r": 16,
             "learning_rate": args.lr,
             "batch_size": args.batch,
@@ -147,6 +147,7 @@ def run_trl(folder: Path, args: argparse.Namespace) -> dict[str, Any]:
         seed=args.seed,
         dataloader_pin_memory=False,
         disable_tqdm=True,
+        use_cpu=True,  # TRL's bf16 default needs it on a machine without a GPU
     )
     trainer = trl.SFTTrainer(
         model=model,

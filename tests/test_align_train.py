@@ -284,6 +284,25 @@ def test_held_out_comparisons_share_no_prompt_with_training():
     assert not {prompt_key(r) for r in train} & {prompt_key(r) for r in held}
 
 
+def test_a_curated_folder_trains_on_its_train_split_and_evaluates_on_its_validation_split(tmp_path):
+    def demo(prompt: str, user: str) -> dict:
+        return {
+            "messages": [{"role": "user", "content": prompt}, {"role": "assistant", "content": "ok"}],
+            "user_id": user,
+        }
+
+    write_jsonl(tmp_path / "train.messages.jsonl", [demo("a", "u1"), demo("b", "u1"), demo("shared", "u2")])
+    write_jsonl(tmp_path / "validation.messages.jsonl", [demo("c", "u3"), demo("shared", "u4")])
+    write_jsonl(tmp_path / "train.preference.jsonl", [{"prompt": "p", "chosen": "x", "rejected": "y"}])
+    train, held, note = read_training_data([str(tmp_path)], ("messages",), held_out=0.5, seed=0, key=prompt_key)
+    # the validation split is kept as curated; a prompt asked by users on both sides is not trained on
+    assert sorted(r.messages[0].content for r in train) == ["a", "b"]
+    assert sorted(r.messages[0].content for r in held) == ["c", "shared"]
+    assert "curated" in note
+    with pytest.raises(ConfigError, match="no training records"):
+        read_training_data([str(tmp_path)], ("ranking",), held_out=0.5, seed=0, key=prompt_key)
+
+
 # --------------------------------------------------------------------------------------------
 # Step 2: a run
 

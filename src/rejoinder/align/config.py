@@ -27,6 +27,32 @@ def option(default: Any, help: str, **kwargs: Any) -> Any:
     return dataclasses.field(default=default, metadata={"help": help}, **kwargs)
 
 
+PRECISION_HELP = (
+    "auto (bfloat16 mixed precision where the hardware computes it natively: a GPU with bf16, a CPU with "
+    "AVX512-BF16 or AMX; else fp32), bf16 or fp32."
+)
+
+
+def native_bf16() -> bool:
+    """Whether this machine computes bfloat16 natively (bf16 autocast is then ~3x faster on a CPU, measured)."""
+    import torch
+
+    if torch.cuda.is_available():
+        return bool(torch.cuda.is_bf16_supported())
+    try:
+        flags = Path("/proc/cpuinfo").read_text(encoding="ascii", errors="replace")
+    except OSError:
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
+def use_bf16(precision: str) -> bool:
+    """Whether a step trains in bf16 mixed precision, for its ``precision`` setting."""
+    if precision not in ("auto", "bf16", "fp32"):
+        raise ConfigError(f"precision {precision!r}: expected auto, bf16 or fp32")
+    return precision == "bf16" or (precision == "auto" and native_bf16())
+
+
 def field_types(cls: type) -> dict[str, Any]:
     hints = typing.get_type_hints(cls)
     return {f.name: hints[f.name] for f in dataclasses.fields(cls)}

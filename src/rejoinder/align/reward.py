@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rejoinder.align.config import option
+from rejoinder.align.config import PRECISION_HELP, option, use_bf16
 from rejoinder.align.runs import same_config, save_atomically, start_run
 from rejoinder.align.training_data import read_training_data
 from rejoinder.datasets.rlhf import Preference, Ranking, Record, Turn, prompt_key
@@ -79,7 +79,7 @@ class RewardConfig:
     seed: int = option(0, "Seed of the split and the shuffling.")
     threads: int = option(0, "PyTorch CPU threads (0: PyTorch's default).")
     gradient_checkpointing: bool = option(False, "Recompute activations in the backward pass (less memory, slower).")
-    bf16: bool = option(False, "Train in bfloat16 mixed precision (GPUs).")
+    precision: str = option("auto", PRECISION_HELP)
 
     def check(self) -> None:
         if self.groups_per_batch < 1 or self.gradient_accumulation < 1:
@@ -88,6 +88,8 @@ class RewardConfig:
             raise ConfigError(f"held_out {self.held_out} must be in [0, 1)")
         if self.max_length < 16:
             raise ConfigError(f"max_length {self.max_length} is too short (at least 16 tokens)")
+        if self.precision not in ("auto", "bf16", "fp32"):
+            raise ConfigError(f"precision {self.precision!r}: expected auto, bf16 or fp32")
         if self.lr_scheduler not in ("cosine", "linear", "constant"):
             raise ConfigError(f"lr_scheduler {self.lr_scheduler!r}: expected cosine, linear or constant")
 
@@ -386,9 +388,11 @@ def _kway_trainer_class() -> Any:
         def compute_loss(
             self, model: Any, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None
         ) -> Any:
-            rewards = model(
-                input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], use_cache=False
-            ).logits[:, 0]
+            rewards = (
+                model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], use_cache=False)
+                .logits[:, 0]
+                .float()
+            )
             loss, stats = kway_loss(rewards, inputs["groups"], inputs["ranks"])
             self._pair_stats[0] += stats["correct"]
             self._pair_stats[1] += stats["pairs"]
@@ -510,7 +514,8 @@ def train_reward(config: RewardConfig, on_log: Callable[[dict[str, Any]], None] 
         seed=config.seed,
         data_seed=config.seed,
         activation_checkpointing=config.gradient_checkpointing,
-        bf16=config.bf16,
+        bf16=use_bf16(config.precision),
+        use_cpu=not torch.cuda.is_available(),
         dataloader_num_workers=0,
         dataloader_pin_memory=torch.cuda.is_available(),
         disable_tqdm=True,
@@ -564,6 +569,7 @@ def train_reward(config: RewardConfig, on_log: Callable[[dict[str, Any]], None] 
         "seconds": round(seconds, 1),
         "seconds_per_epoch": round(seconds / max(trainer.state.epoch or 1.0, 1e-9), 1),
         "threads": torch.get_num_threads(),
+        "precision": "bf16" if use_bf16(config.precision) else "fp32",
     }
     if trainer.accelerator.is_main_process:
 

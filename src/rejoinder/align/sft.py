@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rejoinder.align.config import option
+from rejoinder.align.config import PRECISION_HELP, option, use_bf16
 from rejoinder.align.runs import same_config, save_atomically, start_run
 from rejoinder.align.training_data import by_user, read_training_data
 from rejoinder.datasets.rlhf import Demonstration, PromptCompletion, Record, Turn, sft_examples
@@ -101,7 +101,7 @@ class SFTConfig:
     seed: int = option(0, "Seed of the split, the shuffling and the adapters' initialisation.")
     threads: int = option(0, "PyTorch CPU threads (0: PyTorch's default).")
     gradient_checkpointing: bool = option(False, "Recompute activations in the backward pass (less memory, slower).")
-    bf16: bool = option(False, "Train in bfloat16 mixed precision (GPUs; slow on most CPUs).")
+    precision: str = option("auto", PRECISION_HELP)
 
     def check(self) -> None:
         if self.batch_size < 1 or self.gradient_accumulation < 1:
@@ -112,6 +112,8 @@ class SFTConfig:
             raise ConfigError(f"held_out {self.held_out} must be in [0, 1)")
         if self.epochs <= 0 and self.max_steps <= 0:
             raise ConfigError("epochs must be positive (or give max_steps)")
+        if self.precision not in ("auto", "bf16", "fp32"):
+            raise ConfigError(f"precision {self.precision!r}: expected auto, bf16 or fp32")
         if self.lr_scheduler not in ("cosine", "linear", "constant"):
             raise ConfigError(f"lr_scheduler {self.lr_scheduler!r}: expected cosine, linear or constant")
 
@@ -406,7 +408,8 @@ def train_sft(config: SFTConfig, on_log: Callable[[dict[str, Any]], None] | None
         seed=config.seed,
         data_seed=config.seed,
         activation_checkpointing=config.gradient_checkpointing,
-        bf16=config.bf16,
+        bf16=use_bf16(config.precision),
+        use_cpu=not torch.cuda.is_available(),
         dataloader_num_workers=0,
         dataloader_pin_memory=torch.cuda.is_available(),
         disable_tqdm=True,
@@ -453,6 +456,7 @@ def train_sft(config: SFTConfig, on_log: Callable[[dict[str, Any]], None] | None
         "seconds": round(seconds, 1),
         "seconds_per_epoch": round(seconds / max(trainer.state.epoch or 1.0, 1e-9), 1),
         "threads": torch.get_num_threads(),
+        "precision": "bf16" if use_bf16(config.precision) else "fp32",
     }
     if trainer.accelerator.is_main_process:
         save_model(trainer.model, tokenizer, final, report)
