@@ -94,12 +94,24 @@ def resolve_model(spec: str | os.PathLike[str] | None = None) -> ModelRef:
             if len(ggufs) == 1:
                 return ModelRef(ggufs[0].stem, ggufs[0].resolve(), "gguf")
             raise ConfigError(f"model {path}: not a Hugging Face model directory (no config.json) nor one GGUF file")
-        return ModelRef(path.name, path.resolve(), "hf")
+        return ModelRef(_trained_name(path), path.resolve(), "hf")
     names = ", ".join(SHIPPED)
     raise ConfigError(
         f"model {text!r}: no such file or directory, and not a shipped model ({names}); "
         "models are never downloaded: give a local path"
     )
+
+
+def _trained_name(path: Path) -> str:
+    """A model folder's name; for one written by ``rejoinder train sft``, the base model and the run."""
+    import json
+
+    report = path / "rejoinder-sft.json"
+    try:
+        base = json.loads(report.read_text(encoding="utf-8"))["model"] if report.is_file() else None
+    except (OSError, ValueError, KeyError, TypeError):
+        base = None
+    return f"{base} + SFT ({path.resolve().parent.name})" if base else path.name
 
 
 def _fingerprint(path: Path) -> str:
