@@ -72,6 +72,7 @@ def run_ours(folder: Path, args: argparse.Namespace) -> dict[str, Any]:
         epochs=1,
         learning_rate=args.lr,
         groups_per_batch=args.groups_per_batch,
+        weighting=args.weighting,
         max_length=args.max_length,
         normalise_prompts=0,
         save_steps=100000,
@@ -89,6 +90,7 @@ def run_ours(folder: Path, args: argparse.Namespace) -> dict[str, Any]:
         "held_out": report["held_out"],
         "settings": {
             "groups_per_batch": args.groups_per_batch,
+            "weighting": args.weighting,
             "learning_rate": args.lr,
             "scheduler": "linear, 5% warm-up",
             "max_length": args.max_length,
@@ -198,6 +200,7 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=384)
     parser.add_argument("--lr", type=float, default=1e-5)
     parser.add_argument("--groups-per-batch", type=int, default=4, help="Ours: prompts (with all replies) per step.")
+    parser.add_argument("--weighting", choices=["prompt", "pair"], default="prompt", help="Ours: how pairs weigh.")
     parser.add_argument("--trl-batch", type=int, default=4, help="TRL: pairs per step.")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)

@@ -270,6 +270,19 @@ def test_the_kway_loss_matches_a_hand_computation_on_a_three_way_ranking_with_a_
     assert rewards.grad[2].item() == pytest.approx((s(torch.tensor(-3.0)).item() / 2) / 2, rel=1e-5)
 
 
+def test_pair_weighting_averages_over_every_pair_of_the_batch():
+    import torch
+
+    rewards = torch.tensor([2.0, 0.5, -1.0, 0.3, 0.1])
+    loss, _ = kway_loss(rewards, [[0, 1, 2], [3, 4]], [[0, 1, 1], [0, 1]], weighting="pair")
+
+    def log_sigmoid(x: float) -> float:
+        return -math.log1p(math.exp(-x))
+
+    pairs = [2.0 - 0.5, 2.0 - (-1.0), 0.3 - 0.1]
+    assert loss.item() == pytest.approx(-sum(log_sigmoid(m) for m in pairs) / 3, rel=1e-6)
+
+
 def test_a_group_with_every_reply_tied_adds_no_loss():
     import torch
 

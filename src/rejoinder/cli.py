@@ -1106,9 +1106,113 @@ def _run_reward(config: Any) -> None:
     )
 
 
+def _print_rl_step(row: dict[str, Any]) -> None:
+    """The progress line of one RL step."""
+    parts = [
+        f"reward {row['reward']:+.3f}",
+        f"KL {row['kl']:.3f} (k3 {row['kl_k3']:.3f})",
+        f"β {row['beta']:.3g}",
+    ]
+    for key, label in (
+        ("entropy", "entropy"),
+        ("clip_frac", "clip"),
+        ("approx_kl", "approx KL"),
+        ("value_loss", "value loss"),
+    ):
+        if key in row:
+            parts.append(f"{label} {row[key]:.3g}")
+    parts.append(f"{row['reply_tokens']:.0f} tok, {row['tokens_per_s']:.0f} tok/s, {row['step_s']:.1f} s")
+    if row.get("skipped_updates"):
+        parts.append(f"[yellow]{row['skipped_updates']:.0f} skipped[/]")
+    console.print(f"step {row['step']:>4}  " + "  ".join(parts), highlight=False)
+
+
+def _run_rl(config: Any) -> None:
+    from rejoinder.align.rl.trainer import train_rl
+
+    try:
+        result = train_rl(config, on_log=_print_rl_step)
+    except RejoinderError as exc:
+        raise _fail(exc) from None
+    report = result.report
+    if report.get("reused"):
+        console.print("[dim]this run folder already holds the policy for this config: nothing to train[/]")
+    table = Table("measure", "first step", "last step", box=None, header_style="bold")
+    first, last = report.get("first") or {}, report.get("last") or {}
+    for key in ("reward", "kl", "kl_k3", "entropy", "reply_tokens", "tokens_per_s", "step_s"):
+        if key in first or key in last:
+            table.add_row(
+                key.replace("_", " "), f"{first.get(key, float('nan')):.4g}", f"{last.get(key, float('nan')):.4g}"
+            )
+    console.print(table)
+    console.print(
+        f"{report['algo']} from {escape(str(report['policy']))} on {escape(report['reward'])}: "
+        f"{report['steps']} steps in {report['seconds']:.0f} s"
+    )
+    if report.get("stopped"):
+        console.print(f"[yellow]stopped: {escape(report['stopped'])}[/]")
+    where = escape(str(result.policy_dir))
+    console.print(f"policy: {where}  (rejoinder chat --bot assistant --model {where})")
+
+
+def _run_eval_policy(config: Any) -> None:
+    from rejoinder.align.rl.evaluate import evaluate_policy
+
+    try:
+        record = evaluate_policy(config)
+    except RejoinderError as exc:
+        raise _fail(exc) from None
+    print_policy_eval(record)
+
+
+def print_policy_eval(record: dict[str, Any]) -> None:
+    a, b = record["policy_side"], record["reference_side"]
+    table = Table("measure", "policy", "reference", header_style="bold")
+    table.add_row("mean reward", f"{a['mean_reward']:+.3f}", f"{b['mean_reward']:+.3f}")
+    for term, value in a["reward_terms"].items():
+        if len(a["reward_terms"]) > 1:
+            table.add_row(f"  {escape(term)}", f"{value:+.3f}", f"{b['reward_terms'][term]:+.3f}")
+    table.add_row("win rate (by reward, ties half)", f"{record['win_rate']:.1%}", "")
+    table.add_row("KL to reference per reply (k1 / k3)", f"{record['kl_k1']:.3f} / {record['kl_k3']:.3f}", "0")
+    table.add_row("reply tokens", f"{a['reply_tokens']:.1f}", f"{b['reply_tokens']:.1f}")
+    table.add_row("replies that ended", f"{a['ended']:.0%}", f"{b['ended']:.0%}")
+    table.add_row(
+        "distinct-1 / distinct-2",
+        f"{a['distinct_1']:.2f} / {a['distinct_2']:.2f}",
+        f"{b['distinct_1']:.2f} / {b['distinct_2']:.2f}",
+    )
+    console.print(table)
+    sides = Table("prompt", "policy", "reference", header_style="bold", show_lines=True)
+    for row in record["side_by_side"][:6]:
+        sides.add_row(
+            escape(row["prompt"][:120]),
+            escape(row["policy"][:240]) + f"\n[dim]{row['policy_reward']:+.2f}[/]",
+            escape(row["reference"][:240]) + f"\n[dim]{row['reference_reward']:+.2f}[/]",
+        )
+    console.print(sides)
+    console.print(f"{record['prompts']} held-out prompts; record: {escape(record['written_to'])}")
+
+
 def _register_training_commands() -> None:
     from rejoinder.align.reward import RewardConfig
+    from rejoinder.align.rl.config import RLConfig
+    from rejoinder.align.rl.evaluate import EvalConfig
     from rejoinder.align.sft import SFTConfig
+
+    config_command(
+        RLConfig,
+        _run_rl,
+        "rl",
+        "Step 3: RL against the reward (reinforce, ppo, rloo, grpo), with a KL penalty to the SFT model.",
+        train_app,
+    )
+    config_command(
+        EvalConfig,
+        _run_eval_policy,
+        "policy",
+        "A trained policy beside its SFT model on held-out prompts: reward, KL, win rate, length, distinct-n.",
+        eval_app,
+    )
 
     config_command(
         RewardConfig,

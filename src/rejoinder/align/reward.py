@@ -60,6 +60,9 @@ class RewardConfig:
     warmup_ratio: float = option(0.05, "Fraction of the steps spent warming the learning rate up.")
     weight_decay: float = option(0.0, "AdamW weight decay.")
     groups_per_batch: int = option(4, "Prompts per optimiser step and process, each with all of its ranked replies.")
+    weighting: str = option(
+        "prompt", "How comparisons weigh in the loss: prompt (each prompt the same, InstructGPT) or pair (each pair)."
+    )
     gradient_accumulation: int = option(1, "Micro-batches accumulated into one optimiser step.")
     max_length: int = option(
         512, "Tokens of prompt + reply; longer replies are left out of their ranking (as TRL does)."
@@ -92,6 +95,8 @@ class RewardConfig:
             raise ConfigError(f"precision {self.precision!r}: expected auto, bf16 or fp32")
         if self.lr_scheduler not in ("cosine", "linear", "constant"):
             raise ConfigError(f"lr_scheduler {self.lr_scheduler!r}: expected cosine, linear or constant")
+        if self.weighting not in ("prompt", "pair"):
+            raise ConfigError(f"weighting {self.weighting!r}: expected prompt or pair")
 
 
 # --------------------------------------------------------------------------------------------
@@ -99,9 +104,14 @@ class RewardConfig:
 
 
 def kway_loss(
-    rewards: Any, groups: Sequence[Sequence[int]], ranks: Sequence[Sequence[int]]
+    rewards: Any, groups: Sequence[Sequence[int]], ranks: Sequence[Sequence[int]], weighting: str = "prompt"
 ) -> tuple[Any, dict[str, float]]:
     """The mean over groups of ``-1/|P| Σ_{(w,l) ∈ P} log σ(r_w − r_l)``, P the group's untied ordered pairs.
+
+    ``weighting="prompt"`` is that, InstructGPT's: each prompt weighs the same, whatever its K.
+    ``weighting="pair"`` is the mean over every pair of the batch instead (a K = 9 prompt's 36
+    comparisons weigh 36 times a preference's one, as when the ranking is split into pairs) - still
+    one forward pass per reply.
 
     ``rewards`` is a 1-D tensor of every sequence's score; ``groups[g]`` the indices into it of
     group g's replies and ``ranks[g]`` their ranks (0 = best, equal = tied). Returns the loss and
@@ -115,12 +125,18 @@ def kway_loss(
     live = sum(1 for g, r in zip(groups, ranks, strict=True) if _pairs(r) and len(g) == len(r))
     if live == 0:
         return rewards.sum() * 0.0, {"pairs": 0.0, "correct": 0.0}
+    if weighting not in ("prompt", "pair"):
+        raise ConfigError(f"weighting {weighting!r}: expected prompt or pair")
+    total = sum(len(_pairs(order)) for order in ranks)
     for members, order in zip(groups, ranks, strict=True):
         pairs = _pairs(order)
         for i, j in pairs:
             winners.append(members[i])
             losers.append(members[j])
-            weights.append(1.0 / (len(pairs) * live))  # 1/C(K,2) within the group, then the mean over groups
+            if weighting == "prompt":
+                weights.append(1.0 / (len(pairs) * live))  # 1/C(K,2) within the group, then the mean over groups
+            else:
+                weights.append(1.0 / total)
     w = torch.tensor(winners, device=rewards.device)
     lo = torch.tensor(losers, device=rewards.device)
     margin = rewards[w] - rewards[lo]
@@ -384,6 +400,7 @@ def _kway_trainer_class() -> Any:
             super().__init__(*args, **kwargs)
             self.model_accepts_loss_kwargs = False  # the loss is a mean: let the Trainer divide for accumulation
             self._pair_stats = [0.0, 0.0]
+            self.weighting = "prompt"
 
         def compute_loss(
             self, model: Any, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None
@@ -393,7 +410,7 @@ def _kway_trainer_class() -> Any:
                 .logits[:, 0]
                 .float()
             )
-            loss, stats = kway_loss(rewards, inputs["groups"], inputs["ranks"])
+            loss, stats = kway_loss(rewards, inputs["groups"], inputs["ranks"], self.weighting)
             self._pair_stats[0] += stats["correct"]
             self._pair_stats[1] += stats["pairs"]
             return (loss, rewards) if return_outputs else loss
@@ -529,6 +546,7 @@ def train_reward(config: RewardConfig, on_log: Callable[[dict[str, Any]], None] 
         callbacks=[Report()],
     )
     trainer.remove_callback(PrinterCallback)
+    trainer.weighting = config.weighting
     started = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     seconds = time.perf_counter() - started

@@ -58,10 +58,12 @@ class _Request(SequenceState):
         torch: Any,
         hook: LogitsHook | None = None,
         logprobs: bool = False,
+        keep_eos: bool = False,
     ) -> None:
         super().__init__(params, cancel)
         self.ids = list(ids)
         self.hook = hook
+        self.keep_eos = keep_eos
         self.output: list[int] = []
         self.logprobs: list[float] | None = [] if logprobs else None
         self.position = len(self.ids)  # tokens in the cache once prefilled
@@ -154,8 +156,11 @@ class BatchEngine:
         cancel: Cancel,
         hook: LogitsHook | None = None,
         logprobs: bool = False,
+        keep_eos: bool = False,
     ) -> IdStream:
-        request = _Request(ids, params, cancel, self.torch, hook, logprobs)
+        """Decode a continuation of ``ids`` in the shared batch; ``keep_eos`` also yields the
+        end-of-sequence token that ended it (RL needs to know which one, and to learn it)."""
+        request = _Request(ids, params, cancel, self.torch, hook, logprobs, keep_eos)
         with self._lock:
             if self._closed:
                 raise RejoinderError("the model is closed; load the backend again")
@@ -406,6 +411,10 @@ class BatchEngine:
         request.seen.add(token)
         request.next_token = token
         if token in self.eos_ids:
+            if request.keep_eos:
+                if request.logprobs is not None and logprob is not None:
+                    request.logprobs.append(logprob)
+                request.out.put(token)
             request.finish(reason="stop")
             return True
         if request.logprobs is not None and logprob is not None:
