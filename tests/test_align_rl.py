@@ -302,3 +302,48 @@ def test_model_auto_without_a_trained_reward_model_is_refused(tmp_path):
 
     with pytest.raises(ConfigError, match="no trained reward model"):
         resolve_rewards(RLConfig(output_dir=tmp_path / "run"))
+
+
+def test_ppo_plus_plus_rolls_in_with_the_guide_and_trains_on_the_policys_tokens_only(tmp_path):
+    from rejoinder.align.rl.trainer import RLRun, chat_ids, read_log, train_rl
+
+    model = tiny_model_dir(tmp_path / "tiny")
+    config = rl_config(
+        tmp_path,
+        model,
+        algo="ppo++",
+        steps=3,
+        samples_per_prompt=1,
+        prompts_per_step=8,
+        guide_mix=1.0,
+        guide_max_prefix=4,
+    )
+    rl = RLRun(config, digit_reward())
+    try:
+        prompts = rl.prompts_of(0)
+        rollouts, data, _ = rl.rollout(prompts, seed=0)
+        plain = [len(chat_ids(rl.models.tokenizer, p)) for p in prompts]
+        # every rollout starts after a guide prefix of 1..4 tokens, which belongs to the prompt side
+        extra = [len(ids) - n for ids, n in zip(rollouts.prompt_ids, plain, strict=True)]
+        assert all(1 <= e <= 4 for e in extra), extra
+        assert rl.rolled_in == 8
+        assert data.batch.mask.sum(1).tolist() == [float(len(r)) for r in rollouts.reply_ids]
+    finally:
+        rl.close()
+    result = train_rl(config, reward=digit_reward())
+    assert len(read_log(tmp_path / "run" / "rl-log.csv")) == 3
+    assert (result.policy_dir / ".complete").is_file()
+
+
+def test_dpo_trains_on_preference_pairs_and_saves_a_policy(tmp_path):
+    from rejoinder.align.rl.trainer import train_rl
+
+    model = tiny_model_dir(tmp_path / "tiny")
+    prefs = tmp_path / "prefs.jsonl"
+    with prefs.open("w", encoding="utf-8") as f:
+        for i in range(20):
+            f.write(json.dumps({"prompt": f"Say a number {i}", "chosen": f"{i} {i} {i}", "rejected": "no"}) + "\n")
+    config = rl_config(tmp_path, model, algo="dpo", data=[str(prefs)], steps=3, prompts_per_step=4, kl_coef=0.1)
+    result = train_rl(config)
+    assert result.report["algo"] == "dpo" and result.report["steps"] == 3
+    assert (result.policy_dir / ".complete").is_file()

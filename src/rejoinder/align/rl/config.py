@@ -8,13 +8,16 @@ from pathlib import Path
 from rejoinder.align.config import PRECISION_HELP, option
 from rejoinder.errors import ConfigError
 
-ALGOS = ("reinforce", "ppo", "rloo", "grpo")
+ALGOS = ("reinforce", "ppo", "rloo", "grpo", "dpo", "ppo++")
 
 
 @dataclass
 class RLConfig:
     # -- what is trained, on what ------------------------------------------------------------------
-    algo: str = option("ppo", "The algorithm: reinforce, ppo, rloo or grpo.")
+    algo: str = option(
+        "ppo",
+        "The algorithm: reinforce, ppo, rloo, grpo, dpo (preference pairs) or ppo++ (RLGF: PPO with guide roll-ins).",
+    )
     model: str = option(
         "auto",
         "The starting policy (and frozen reference): a model folder or name; auto: <output_dir>/sft, else smollm2.",
@@ -40,12 +43,23 @@ class RLConfig:
         -1.0, "Added to the reward of a reply that reached max_new_tokens without ending (0: none)."
     )
     # -- the KL penalty to the reference model -----------------------------------------------------
-    kl_coef: float = option(0.05, "β: weight of the KL penalty to the reference (SFT) model.")
+    kl_coef: float = option(0.05, "β: weight of the KL penalty to the reference (SFT) model (DPO's β for dpo).")
     kl_target: float = option(
         0.0, "Adaptive β (Ziegler et al.): steer the measured KL per reply towards this (0: β stays fixed)."
     )
     kl_horizon: int = option(10000, "Horizon of the adaptive β controller, in replies.")
     kl_stop: float = option(0.0, "Stop the run when the KL per reply passes this bound (0: never).")
+    # -- RLGF's PPO++ (Chang et al. 2023) --------------------------------------------------------------
+    guide_model: str = option(
+        "auto",
+        "ppo++: the guide policy that rolls in (any local model with the policy's vocabulary; auto: the SFT model).",
+    )
+    guide_mix: float = option(
+        0.5, "ppo++: fraction of rollouts that start with a guide roll-in (the rest are plain PPO)."
+    )
+    guide_max_prefix: int = option(
+        24, "ppo++: the guide writes a random prefix of 0..this many tokens; the policy rolls out from there."
+    )
     # -- the policy update -------------------------------------------------------------------------
     learning_rate: float = option(1e-5, "Adam's learning rate (about 1e-4 with LoRA).")
     ppo_epochs: int = option(2, "Passes over each rollout batch (ppo, rloo, grpo; reinforce makes one step).")
@@ -102,5 +116,9 @@ class RLConfig:
             problems.append("learning_rate must be positive")
         if self.minibatches > self.prompts_per_step * self.samples_per_prompt:
             problems.append("minibatches must not exceed the replies per step (prompts_per_step x samples_per_prompt)")
+        if not 0 <= self.guide_mix <= 1:
+            problems.append("guide_mix must be in [0, 1]")
+        if self.algo == "ppo++" and self.guide_max_prefix >= self.max_new_tokens:
+            problems.append("guide_max_prefix must be below max_new_tokens (the policy must have tokens to write)")
         if problems:
             raise ConfigError("rl config: " + "; ".join(problems))

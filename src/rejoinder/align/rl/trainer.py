@@ -71,6 +71,8 @@ LOG_FIELDS = (
     "step_s",
     "updates",
     "skipped_updates",
+    "rolled_in",
+    "loss",
 )
 
 
@@ -168,7 +170,7 @@ def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
 class Models:
     """The policy, its frozen reference, the value model (ppo) and the tokenizer."""
 
-    def __init__(self, config: RLConfig, reward: Reward) -> None:
+    def __init__(self, config: RLConfig, reward: Reward | None) -> None:
         from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
         from rejoinder.llm.models import dequantised_dir, quiet_transformers, resolve_model
@@ -203,10 +205,12 @@ class Models:
             self.reference = copy.deepcopy(policy).eval().requires_grad_(False)
         self.policy = policy
         self.value_model = None
-        if config.algo == "ppo":
+        if config.algo in ("ppo", "ppo++"):
             source = config.value_model
             if source == "auto":
-                source = reward.reward_model or str(directory)  # the reward model reads replies already
+                source = (reward.reward_model if reward else None) or str(
+                    directory
+                )  # the reward model reads replies already
             try:
                 value = AutoModelForSequenceClassification.from_pretrained(source, num_labels=1, dtype=torch.float32)
             except (OSError, ValueError) as exc:
@@ -215,6 +219,25 @@ class Models:
             _no_dropout(value)
             self.value_model = value
             self.value_source = source
+
+    def load_guide(self, spec: str) -> Any:
+        """PPO++'s guide: ``auto`` is the frozen reference (the SFT model), else a model of the same vocabulary."""
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from rejoinder.llm.models import dequantised_dir, resolve_model
+
+        if spec == "auto" and self.reference is not None:
+            return self.reference
+        ref = resolve_model(self.spec if spec == "auto" else spec)
+        directory = dequantised_dir(ref)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(directory)
+            guide = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32).eval()
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"guide_model {ref.path}: cannot load it: {exc}") from None
+        if tokenizer.get_vocab() != self.tokenizer.get_vocab():
+            raise ConfigError(f"guide_model {ref.name}: its vocabulary differs from the policy's; it cannot roll in")
+        return guide.requires_grad_(False)
 
     @contextlib.contextmanager
     def reference_mode(self) -> Any:
@@ -298,13 +321,19 @@ class RLRun:
         self._previous: Path | None = None
         self.order = list(range(len(self.train_prompts)))
         random.Random(config.seed).shuffle(self.order)
-        from rejoinder.llm.backends.torch import BatchEngine
+        from rejoinder.llm.backends.torch import PREFIX_CACHE_BYTES, BatchEngine
 
         threads = config.threads or torch.get_num_threads()
         # prefix_cache_bytes=0: the weights change every step, cached keys/values would be stale
         self.engine = BatchEngine(
             self.models.policy, self.models.eos_ids, max_batch=16, threads=threads, prefix_cache_bytes=0
         )
+        self.guide_engine = None
+        if config.algo == "ppo++":
+            guide = self.models.load_guide(config.guide_model)
+            self.guide_engine = BatchEngine(
+                guide, self.models.eos_ids, max_batch=16, threads=threads, prefix_cache_bytes=PREFIX_CACHE_BYTES
+            )
 
     # -- one step ----------------------------------------------------------------------------------
     def prompts_of(self, step: int) -> list[tuple[Turn, ...]]:
@@ -316,15 +345,19 @@ class RLRun:
         tok = self.models.tokenizer
         started = time.perf_counter()
         self.models.policy.eval()
-        rollouts = sample_replies(
-            self.engine,
-            tok,
-            [chat_ids(tok, p) for p in prompts],
-            samples_per_prompt=cfg.samples_per_prompt,
-            max_new_tokens=cfg.max_new_tokens,
-            temperature=cfg.temperature,
-            seed=seed,
-        )
+        prompt_ids = [chat_ids(tok, p) for p in prompts]
+        if self.guide_engine is None:
+            rollouts = sample_replies(
+                self.engine,
+                tok,
+                prompt_ids,
+                samples_per_prompt=cfg.samples_per_prompt,
+                max_new_tokens=cfg.max_new_tokens,
+                temperature=cfg.temperature,
+                seed=seed,
+            )
+        else:
+            rollouts = self._guided_rollouts(prompt_ids, seed)
         rollout_s = time.perf_counter() - started
         turns = [prompts[i] for i in rollouts.prompt_index]
         raw, parts = self.reward(turns, rollouts.texts)
@@ -340,7 +373,7 @@ class RLRun:
         if self.models.value_model is not None:
             values = _values_in_chunks(self.models.value_model, batch, chunk, self.autocast)
         normalised = scores
-        if cfg.normalise_rewards and cfg.algo in ("ppo", "reinforce"):
+        if cfg.normalise_rewards and cfg.algo in ("ppo", "ppo++", "reinforce"):
             self.moments.update(scores.tolist())
             normalised = scores / max(self.moments.std, 1e-6)
         data = RolloutData(batch, normalised, old, ref, torch.tensor(rollouts.prompt_index), values)
@@ -354,6 +387,31 @@ class RLRun:
         }
         return rollouts, data, info
 
+    def _guided_rollouts(self, prompt_ids: list[list[int]], seed: int) -> Any:
+        """PPO++: the guide rolls in a random prefix for a share of the rollouts, the policy rolls out."""
+        from rejoinder.align.rl.rlgf import prefix_lengths, roll_in
+
+        cfg, tok, k = self.config, self.models.tokenizer, self.config.samples_per_prompt
+        each = [ids for ids in prompt_ids for _ in range(k)]
+        lengths = prefix_lengths(len(each), cfg.guide_mix, cfg.guide_max_prefix, seed)
+        prefixes = roll_in(self.guide_engine, each, lengths, cfg.temperature, seed, self.models.eos_ids)
+        rollouts = sample_replies(
+            self.engine,
+            tok,
+            [ids + prefix for ids, prefix in zip(each, prefixes, strict=True)],
+            samples_per_prompt=1,
+            max_new_tokens=cfg.max_new_tokens,
+            temperature=cfg.temperature,
+            seed=seed,
+        )
+        rollouts.prompt_index = [i // k for i in range(len(each))]
+        for i, prefix in enumerate(prefixes):  # the reward reads the whole reply: the guide's part and the policy's
+            if prefix:
+                own = rollouts.reply_ids[i][:-1] if rollouts.ended[i] else rollouts.reply_ids[i]
+                rollouts.texts[i] = tok.decode(prefix + own, skip_special_tokens=True).strip()
+        self.rolled_in = sum(1 for n in lengths if n)
+        return rollouts
+
     def train_step(self) -> dict[str, float]:
         cfg = self.config
         started = time.perf_counter()
@@ -362,7 +420,7 @@ class RLRun:
         rollouts, data, info = self.rollout(prompts, seed)
         self.models.policy.train()
         beta = self.kl.beta
-        if cfg.algo == "ppo":
+        if cfg.algo in ("ppo", "ppo++"):
             stats = ppo_update(self.learner, data, beta)
         elif cfg.algo == "reinforce":
             stats = reinforce_update(self.learner, data, beta, self.baseline)
@@ -389,6 +447,8 @@ class RLRun:
             "step_s": step_s,
             **{k: v for k, v in stats.items() if k in LOG_FIELDS},
         }
+        if self.guide_engine is not None:
+            row["rolled_in"] = float(self.rolled_in)
         for label, values in info["parts"].items():
             row[f"reward/{label}"] = sum(values) / len(values)
         self.step += 1
@@ -439,6 +499,8 @@ class RLRun:
 
     def close(self) -> None:
         self.engine.close()
+        if self.guide_engine is not None:
+            self.guide_engine.close()
 
 
 def _write_log_row(path: Path, row: dict[str, Any], fields: list[str]) -> None:
@@ -480,6 +542,12 @@ def train_rl(
     if (final / ".complete").is_file() and same_config(run_dir, "rl.yaml", config):
         report = json.loads((final / "rejoinder-policy.json").read_text(encoding="utf-8"))
         return RLResult(final, {**report, "reused": True})
+    if config.algo == "dpo":
+        from rejoinder.align.rl.dpo import train_dpo
+
+        config.check()
+        policy_dir, report = train_dpo(config, on_log)
+        return RLResult(policy_dir, report)
     checkpoints = run_dir / "checkpoints" / "rl"
     resume = start_run(run_dir, "rl.yaml", config, checkpoints)
     rl = RLRun(config, reward)
