@@ -347,3 +347,99 @@ def test_dpo_trains_on_preference_pairs_and_saves_a_policy(tmp_path):
     result = train_rl(config)
     assert result.report["algo"] == "dpo" and result.report["steps"] == 3
     assert (result.policy_dir / ".complete").is_file()
+
+
+def write_pipeline_data(path, n=60):
+    """Demonstrations and 3-way rankings from n users: enough for every stage and every split."""
+    with path.open("w", encoding="utf-8") as f:
+        for i in range(n):
+            prompt = f"Question number {i}: what is {i} plus one?"
+            f.write(
+                json.dumps(
+                    {
+                        "messages": [
+                            {"role": "user", "content": prompt},
+                            {"role": "assistant", "content": f"It is {i + 1}."},
+                        ],
+                        "user_id": f"u{i}",
+                    }
+                )
+                + "\n"
+            )
+            completions = [f"{i} plus one is {i + 1}.", "I think it is a number.", "no"]
+            f.write(json.dumps({"prompt": prompt, "completions": completions, "user_id": f"u{i}"}) + "\n")
+    return path
+
+
+def test_the_pipeline_runs_every_stage_and_skips_finished_ones(tmp_path):
+    import yaml
+
+    from rejoinder.align.pipeline import read_pipeline, run_pipeline
+
+    model = tiny_model_dir(tmp_path / "tiny")
+    data = write_pipeline_data(tmp_path / "data.jsonl")
+    config = {
+        "output_dir": str(tmp_path / "run"),
+        "curate": {"sources": [str(data)], "ner": False},
+        "sft": {
+            "model": str(model),
+            "max_steps": 2,
+            "batch_size": 4,
+            "eval_examples": 4,
+            "sample_prompts": [],
+            "threads": 1,
+            "precision": "fp32",
+        },
+        "reward": {
+            "max_steps": 2,
+            "groups_per_batch": 2,
+            "normalise_prompts": 4,
+            "normalise_tokens": 8,
+            "threads": 1,
+            "precision": "fp32",
+        },
+        "rl": {
+            "algo": "ppo",
+            "steps": 2,
+            "prompts_per_step": 4,
+            "max_new_tokens": 8,
+            "threads": 1,
+            "precision": "fp32",
+            "learning_rate": 1e-3,
+        },
+        "eval": {"prompts": 4, "max_new_tokens": 8, "threads": 1},
+    }
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    stages = read_pipeline(path)
+    seen = []
+    results = run_pipeline(stages, on_stage=lambda stage, what: seen.append((stage, what)))
+    assert [s for s, _ in seen] == ["curate", "sft", "reward", "rl", "eval"]
+    run = tmp_path / "run"
+    for folder in ("data", "sft", "reward", "policy"):
+        assert (run / folder).is_dir(), folder
+    assert results["rl"]["policy"] == str(run / "sft")  # RL starts from the SFT model
+    assert results["eval"]["reference"] == str(run / "sft")
+    assert 0.0 <= results["eval"]["win_rate"] <= 1.0
+
+    again = run_pipeline(read_pipeline(path))  # nothing left to do: every stage reports its saved result
+    assert again["curate"] == {"reused": True}
+    assert again["sft"]["reused"] and again["reward"]["reused"] and again["rl"]["reused"]
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("output_dir: x\nstages: 1\n", "unknown key 'stages'"),
+        ("output_dir: x\nrl: {algo: dqn}\n", "rl: .*algo 'dqn'"),
+        ("output_dir: x\nsft: [1]\n", "sft: expected a mapping"),
+        ("output_dir: x\ncurate: {out: y}\n", "curate: key 'out' is not a setting here"),
+    ],
+)
+def test_a_bad_pipeline_config_names_the_stage_and_the_key(tmp_path, text, message):
+    from rejoinder.align.pipeline import read_pipeline
+
+    path = tmp_path / "p.yaml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError, match=message):
+        read_pipeline(path)

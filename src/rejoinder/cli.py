@@ -1193,6 +1193,58 @@ def print_policy_eval(record: dict[str, Any]) -> None:
     console.print(f"{record['prompts']} held-out prompts; record: {escape(record['written_to'])}")
 
 
+@train_app.command("pipeline")
+def train_pipeline_command(
+    config: Annotated[Path, typer.Option("--config", "-c", help="The pipeline's YAML file (examples/align/).")],
+    output_dir: Annotated[Path | None, typer.Option(help="The run folder (overrides the file's output_dir).")] = None,
+) -> None:
+    """Curation, SFT, the reward model, RL and the evaluation, end to end; finished stages are skipped."""
+    from rejoinder.align.pipeline import read_pipeline, run_pipeline
+
+    try:
+        stages = read_pipeline(config, {"output_dir": str(output_dir) if output_dir else None})
+        results = run_pipeline(
+            stages,
+            on_stage=lambda stage, what: console.print(f"[bold]== {stage}[/]: {escape(what)}"),
+            on_log=_print_log,
+            on_rl_step=_print_rl_step,
+        )
+    except RejoinderError as exc:
+        raise _fail(exc) from None
+    summary = Table("stage", "result", header_style="bold")
+    if "sft" in results:
+        r = results["sft"]
+        summary.add_row("SFT", f"eval loss {r.get('eval_loss', float('nan')):.3f} in {r.get('seconds', 0):.0f} s")
+    if "reward" in results:
+        r = results["reward"]
+        held = r.get("held_out") or {}
+        summary.add_row(
+            "reward model",
+            f"held-out accuracy {_percent_or_dash(held.get('accuracy'))} "
+            f"(longer wins {_percent_or_dash(held.get('longer_wins'))}, random 50%) in {r.get('seconds', 0):.0f} s",
+        )
+    if "rl" in results:
+        r = results["rl"]
+        first, last = r.get("first") or {}, r.get("last") or {}
+        if "reward" in first:
+            summary.add_row(
+                f"RL ({r['algo']})",
+                f"training reward {first['reward']:+.3f} → {last['reward']:+.3f}, KL {first['kl']:.3f} → "
+                f"{last['kl']:.3f} over {r['steps']} steps in {r['seconds']:.0f} s",
+            )
+    if "eval" in results:
+        e = results["eval"]
+        summary.add_row(
+            "held-out evaluation",
+            f"reward {e['reference_side']['mean_reward']:+.3f} (SFT) → {e['policy_side']['mean_reward']:+.3f} (RL), "
+            f"KL {e['kl_k1']:.3f}, win rate over SFT {e['win_rate']:.1%} on {e['prompts']} prompts",
+        )
+        print_policy_eval(e)
+    console.print(summary)
+    policy = stages["output_dir"] / "policy"
+    console.print(f"policy: {escape(str(policy))}  (rejoinder chat --bot assistant --model {escape(str(policy))})")
+
+
 def _register_training_commands() -> None:
     from rejoinder.align.reward import RewardConfig
     from rejoinder.align.rl.config import RLConfig

@@ -47,7 +47,9 @@ class RewardConfig:
     """Reward model (step 2). Every field is a key of the YAML file and a flag."""
 
     model: str = option(
-        "smollm2", "The SFT model to put the scalar head on: a run's sft folder, a shipped name or a folder."
+        "auto",
+        "The SFT model to put the scalar head on: auto (<output_dir>/sft when trained, else smollm2), a shipped name "
+        "or a folder.",
     )
     data: list[str] = option(
         ["oasst"], "A curated folder or sources with rankings/preferences: oasst, hh, .jsonl/.csv files."
