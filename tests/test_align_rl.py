@@ -371,13 +371,13 @@ def write_pipeline_data(path, n=60):
     return path
 
 
-def test_the_pipeline_runs_every_stage_and_skips_finished_ones(tmp_path):
+def tiny_pipeline(tmp_path):
+    """A pipeline file for a tiny random model: every stage for a couple of steps."""
     import yaml
-
-    from rejoinder.align.pipeline import read_pipeline, run_pipeline
 
     model = tiny_model_dir(tmp_path / "tiny")
     data = write_pipeline_data(tmp_path / "data.jsonl")
+    quick = {"threads": 1, "precision": "fp32"}
     config = {
         "output_dir": str(tmp_path / "run"),
         "curate": {"sources": [str(data)], "ner": False},
@@ -387,30 +387,21 @@ def test_the_pipeline_runs_every_stage_and_skips_finished_ones(tmp_path):
             "batch_size": 4,
             "eval_examples": 4,
             "sample_prompts": [],
-            "threads": 1,
-            "precision": "fp32",
+            **quick,
         },
-        "reward": {
-            "max_steps": 2,
-            "groups_per_batch": 2,
-            "normalise_prompts": 4,
-            "normalise_tokens": 8,
-            "threads": 1,
-            "precision": "fp32",
-        },
-        "rl": {
-            "algo": "ppo",
-            "steps": 2,
-            "prompts_per_step": 4,
-            "max_new_tokens": 8,
-            "threads": 1,
-            "precision": "fp32",
-            "learning_rate": 1e-3,
-        },
+        "reward": {"max_steps": 2, "groups_per_batch": 2, "normalise_prompts": 4, "normalise_tokens": 8, **quick},
+        "rl": {"algo": "ppo", "steps": 2, "prompts_per_step": 4, "max_new_tokens": 8, "learning_rate": 1e-3, **quick},
         "eval": {"prompts": 4, "max_new_tokens": 8, "threads": 1},
     }
     path = tmp_path / "pipeline.yaml"
     path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    return path
+
+
+def test_the_pipeline_runs_every_stage_and_skips_finished_ones(tmp_path):
+    from rejoinder.align.pipeline import read_pipeline, run_pipeline
+
+    path = tiny_pipeline(tmp_path)
     stages = read_pipeline(path)
     seen = []
     results = run_pipeline(stages, on_stage=lambda stage, what: seen.append((stage, what)))
@@ -443,3 +434,24 @@ def test_a_bad_pipeline_config_names_the_stage_and_the_key(tmp_path, text, messa
     path.write_text(text, encoding="utf-8")
     with pytest.raises(ConfigError, match=message):
         read_pipeline(path)
+
+
+@pytest.mark.slow
+def test_the_pipeline_runs_under_accelerate_launch_on_two_processes(tmp_path):
+    """Two processes with the gloo backend on this CPU: each rolls out its own prompts, gradients are averaged."""
+    import os
+    import subprocess
+    import sys
+
+    path = tiny_pipeline(tmp_path)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "COLUMNS": "250"}
+    # accelerate spawns the processes through torchrun with --multi_gpu; without a GPU they join with gloo
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
+    launch += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    launch += ["-m", "rejoinder", "train", "pipeline", "--config", str(path)]
+    done = subprocess.run(launch, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    report = json.loads((tmp_path / "run" / "policy" / "rejoinder-policy.json").read_text())
+    assert report["processes"] == 2 and report["steps"] == 2
+    assert "win rate over SFT" in done.stdout  # the main process printed the summary, once
+    assert done.stdout.count("held-out evaluation") == 1

@@ -1134,6 +1134,10 @@ def _run_rl(config: Any) -> None:
         result = train_rl(config, on_log=_print_rl_step)
     except RejoinderError as exc:
         raise _fail(exc) from None
+    from rejoinder.align.runs import process_state
+
+    if not process_state().is_main_process:
+        return
     report = result.report
     if report.get("reused"):
         console.print("[dim]this run folder already holds the policy for this config: nothing to train[/]")
@@ -1211,6 +1215,8 @@ def train_pipeline_command(
         )
     except RejoinderError as exc:
         raise _fail(exc) from None
+    if not results["main_process"]:
+        return  # under accelerate launch, the main process prints the summary
     summary = Table("stage", "result", header_style="bold")
     if "sft" in results:
         r = results["sft"]

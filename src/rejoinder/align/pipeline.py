@@ -126,9 +126,12 @@ def run_pipeline(
     from rejoinder.align.reward import train_reward
     from rejoinder.align.rl.evaluate import evaluate_policy
     from rejoinder.align.rl.trainer import train_rl
+    from rejoinder.align.runs import process_state
     from rejoinder.align.sft import train_sft
 
-    note = on_stage or (lambda _stage, _what: None)
+    state = process_state()  # under accelerate launch: curation and evaluation run on the main process
+    main = state.is_main_process
+    note = on_stage if on_stage and main else (lambda _stage, _what: None)
     results: dict[str, Any] = {}
     skip = stages["skip"]
     if "curate" not in skip:
@@ -138,7 +141,9 @@ def run_pipeline(
             results["curate"] = {"reused": True}
         else:
             note("curate", f"curating {', '.join(config.sources)} into {config.out}")
-            results["curate"] = {"report": curate(config).report}
+            if main:
+                results["curate"] = {"report": curate(config).report}
+        state.wait_for_everyone()
     if "sft" not in skip:
         note("sft", "supervised fine-tuning")
         results["sft"] = train_sft(stages["sft"], on_log=on_log).report
@@ -148,7 +153,8 @@ def run_pipeline(
     if "rl" not in skip:
         note("rl", f"RL ({stages['rl'].algo})")
         results["rl"] = train_rl(stages["rl"], on_log=on_rl_step).report
-    if "eval" not in skip:
+    if "eval" not in skip and main:
         note("eval", "the policy beside the SFT model on held-out prompts")
         results["eval"] = evaluate_policy(stages["eval"])
+    results["main_process"] = main
     return results

@@ -12,6 +12,15 @@ from rejoinder.align.config import save_config, to_plain
 from rejoinder.errors import ConfigError
 
 
+def process_state() -> Any:
+    """accelerate's view of the processes of this run: several under ``accelerate launch`` (gloo on
+    CPUs), else one. Made with ``cpu=`` set on a machine without a GPU, or it sees a single process."""
+    import torch
+    from accelerate import PartialState
+
+    return PartialState(cpu=not torch.cuda.is_available())
+
+
 def latest_checkpoint(directory: Path) -> Path | None:
     """The checkpoint with the highest step whose files are complete (a killed save is skipped)."""
     if not directory.is_dir():

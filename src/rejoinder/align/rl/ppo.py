@@ -137,7 +137,12 @@ class RolloutData:
 
 @dataclass
 class Learner:
-    """What an update changes: the policy (and value model) with their optimiser, and the settings."""
+    """What an update changes: the policy (and value model) with their optimiser, and the settings.
+
+    With several processes (``accelerate launch``), each process rolls out and scores its own
+    prompts; the gradients are averaged across processes before every Adam step, and every
+    decision that skips or stops an update is taken together, so the weights stay identical.
+    """
 
     policy: Any
     optimizer: torch.optim.Optimizer
@@ -145,6 +150,39 @@ class Learner:
     autocast: Any
     value_model: Any = None
     generator: torch.Generator | None = None
+    world: int = 1
+
+    def all_mean(self, value: float) -> float:
+        """The mean of ``value`` over the processes."""
+        if self.world <= 1:
+            return value
+        tensor = torch.tensor([value], dtype=torch.float64)
+        torch.distributed.all_reduce(tensor)
+        return float(tensor[0]) / self.world
+
+    def any(self, flag: bool) -> bool:
+        """Whether ``flag`` is set in any process (a skipped update is skipped everywhere)."""
+        return self.all_mean(1.0 if flag else 0.0) > 0.0
+
+    def apply_gradients(self) -> float | None:
+        """Average the gradients over the processes, clip their norm, take the Adam step; returns the
+        norm, or None (and nothing applied) when it is NaN or infinite."""
+        params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        if self.world > 1:
+            flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params])
+            torch.distributed.all_reduce(flat)
+            flat /= self.world
+            offset = 0
+            for p in params:
+                size = p.numel()
+                p.grad = flat[offset : offset + size].view_as(p).clone()
+                offset += size
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, self.config.max_grad_norm)
+        if not finite(grad_norm):  # the same norm in every process: the averaged gradients are the same
+            self.optimizer.zero_grad(set_to_none=True)
+            return None
+        self.optimizer.step()
+        return float(grad_norm)
 
 
 def clipped_update(
@@ -187,29 +225,25 @@ def clipped_update(
                     loss = loss + cfg.vf_coef * v_loss
                     stats |= v_stats | {"value_loss": float(v_loss.detach())}
             # guard: a NaN/inf loss or a ratio that blew up is never applied
-            if not finite(loss) or (cfg.max_ratio and stats["ratio"] > cfg.max_ratio):
-                skipped += 1
-                learner.optimizer.zero_grad(set_to_none=True)
-                continue
             learner.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            params = [p for g in learner.optimizer.param_groups for p in g["params"]]
-            grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-            if not finite(grad_norm):
+            if learner.any(not finite(loss) or bool(cfg.max_ratio and stats["ratio"] > cfg.max_ratio)):
                 skipped += 1
-                learner.optimizer.zero_grad(set_to_none=True)
                 continue
-            learner.optimizer.step()
+            loss.backward()
+            grad_norm = learner.apply_gradients()  # averaged over processes, clipped, Adam
+            if grad_norm is None:
+                skipped += 1
+                continue
             stats |= {
                 "loss": float(loss.detach()),
                 "entropy": float(masked_mean(entropy.detach(), sub.mask)),
-                "grad_norm": float(grad_norm),
+                "grad_norm": grad_norm,
             }
             for key, value in stats.items():
                 totals[key] = totals.get(key, 0.0) + value
             counted += 1
         # guard: approximate-KL early stop - the policy has moved far enough from the one that sampled
-        if cfg.target_approx_kl and counted and totals["approx_kl"] / counted > cfg.target_approx_kl:
+        if cfg.target_approx_kl and counted and learner.all_mean(totals["approx_kl"] / counted) > cfg.target_approx_kl:
             stopped_early = True
             break
     out = {key: value / max(counted, 1) for key, value in totals.items()}

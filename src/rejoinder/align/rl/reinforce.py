@@ -27,13 +27,14 @@ class Baseline:
         self.kind, self.decay, self.value = kind, decay, 0.0
         self.seen = False
 
-    def __call__(self, returns: torch.Tensor) -> float:
+    def __call__(self, mean: float) -> float:
+        """b for a batch whose mean return is ``mean`` (over every process)."""
         if self.kind == "none":
             return 0.0
         if self.kind == "mean":
-            return float(returns.mean())
-        value = self.value if self.seen else float(returns.mean())  # moving: the average of past batches
-        self.value = self.decay * value + (1 - self.decay) * float(returns.mean())
+            return mean
+        value = self.value if self.seen else mean  # moving: the average of past batches
+        self.value = self.decay * value + (1 - self.decay) * mean
         self.seen = True
         return value
 
@@ -53,7 +54,7 @@ def reinforce_update(learner: Learner, data: RolloutData, kl_coef: float, baseli
     """One REINFORCE step: the whole batch's gradient (accumulated over minibatches), one Adam step."""
     cfg = learner.config
     returns, _kl = sequence_returns(data, kl_coef)
-    b = baseline(returns)
+    b = baseline(learner.all_mean(float(returns.mean())))
     advantages = returns - b
     n = len(returns)
     learner.optimizer.zero_grad(set_to_none=True)
@@ -66,22 +67,19 @@ def reinforce_update(learner: Learner, data: RolloutData, kl_coef: float, baseli
             )
             # each minibatch's share of the batch mean, so the accumulated gradient is the estimator's
             loss = reinforce_loss(logprobs, sub.mask, advantages[rows]) * len(rows) / n
-        if not finite(loss):
+        if learner.any(not finite(loss)):
             learner.optimizer.zero_grad(set_to_none=True)
             return {"skipped_updates": 1.0, "updates": 0.0, "baseline": b}
         loss.backward()
         total += float(loss.detach())
         entropy_sum += float(masked_mean(entropy, sub.mask)) * len(rows) / n
-    params = [p for g in learner.optimizer.param_groups for p in g["params"]]
-    grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-    if not finite(grad_norm):
-        learner.optimizer.zero_grad(set_to_none=True)
+    grad_norm = learner.apply_gradients()  # averaged over processes, clipped, Adam
+    if grad_norm is None:
         return {"skipped_updates": 1.0, "updates": 0.0, "baseline": b}
-    learner.optimizer.step()
     return {
         "loss": total,
         "entropy": entropy_sum,
-        "grad_norm": float(grad_norm),
+        "grad_norm": grad_norm,
         "baseline": b,
         "updates": 1.0,
         "skipped_updates": 0.0,

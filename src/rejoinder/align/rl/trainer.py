@@ -48,7 +48,7 @@ from rejoinder.align.rl.reinforce import Baseline, reinforce_update
 from rejoinder.align.rl.rewards import Reward, parse_rewards
 from rejoinder.align.rl.rloo import rloo_update
 from rejoinder.align.rl.rollout import Batch, make_batch, sample_replies
-from rejoinder.align.runs import same_config, save_atomically, start_run
+from rejoinder.align.runs import latest_checkpoint, same_config, save_atomically, start_run
 from rejoinder.datasets.rlhf import Turn, prompt_key
 from rejoinder.errors import ConfigError
 
@@ -293,9 +293,12 @@ def _values_in_chunks(model: Any, batch: Batch, chunk: int, autocast: Any) -> to
 class RLRun:
     """One ``rejoinder train rl`` run: models, prompts, reward, optimiser and the step loop."""
 
-    def __init__(self, config: RLConfig, reward: Reward | None = None) -> None:
+    def __init__(self, config: RLConfig, reward: Reward | None = None, accelerator: Any = None) -> None:
         config.check()
         self.config = config
+        self.accelerator = accelerator if accelerator is not None else make_accelerator()
+        self.rank = self.accelerator.process_index
+        self.world = self.accelerator.num_processes
         self.run_dir = Path(config.output_dir)
         self.checkpoints = self.run_dir / "checkpoints" / "rl"
         if config.threads:
@@ -313,6 +316,7 @@ class RLRun:
             self.autocast,
             self.models.value_model,
             torch.Generator().manual_seed(config.seed),
+            world=self.world,
         )
         self.kl = AdaptiveKL(config.kl_coef, config.kl_target, config.kl_horizon)
         self.moments = RunningMoments()
@@ -337,8 +341,11 @@ class RLRun:
 
     # -- one step ----------------------------------------------------------------------------------
     def prompts_of(self, step: int) -> list[tuple[Turn, ...]]:
+        """This process's prompts for ``step``: the next ``prompts_per_step`` of the seeded order (each
+        process takes its own slice)."""
         n = self.config.prompts_per_step
-        return [self.train_prompts[self.order[(step * n + i) % len(self.order)]] for i in range(n)]
+        start = (step * self.world + self.rank) * n
+        return [self.train_prompts[self.order[(start + i) % len(self.order)]] for i in range(n)]
 
     def rollout(self, prompts: Sequence[tuple[Turn, ...]], seed: int) -> tuple[Any, RolloutData, dict[str, Any]]:
         cfg = self.config
@@ -374,7 +381,7 @@ class RLRun:
             values = _values_in_chunks(self.models.value_model, batch, chunk, self.autocast)
         normalised = scores
         if cfg.normalise_rewards and cfg.algo in ("ppo", "ppo++", "reinforce"):
-            self.moments.update(scores.tolist())
+            self.moments.update(self._gathered(scores))  # every process keeps the same statistics
             normalised = scores / max(self.moments.std, 1e-6)
         data = RolloutData(batch, normalised, old, ref, torch.tensor(rollouts.prompt_index), values)
         tokens = int(batch.mask.sum())
@@ -416,7 +423,8 @@ class RLRun:
         cfg = self.config
         started = time.perf_counter()
         prompts = self.prompts_of(self.step)
-        seed = cfg.seed * 1_000_003 + self.step * cfg.prompts_per_step * cfg.samples_per_prompt
+        replies = cfg.prompts_per_step * cfg.samples_per_prompt
+        seed = cfg.seed * 1_000_003 + (self.step * self.world + self.rank) * replies
         rollouts, data, info = self.rollout(prompts, seed)
         self.models.policy.train()
         beta = self.kl.beta
@@ -431,28 +439,34 @@ class RLRun:
         mask = data.batch.mask
         kl_per_reply = (kl_k1(data.old_logprobs, data.ref_logprobs) * mask).sum(1)
         k3_per_reply = (kl_k3(data.old_logprobs, data.ref_logprobs) * mask).sum(1)
-        self.kl.update(float(kl_per_reply.mean()), len(rollouts))
+        mean = self.learner.all_mean
+        self.kl.update(mean(float(kl_per_reply.mean())), len(rollouts) * self.world)
         step_s = time.perf_counter() - started
-        row = {
+        row = {  # means over every process's replies
             "step": self.step + 1,
-            "reward": float(info["scores"].mean()),
-            "score": float(data.scores.mean()),
-            "kl": float(kl_per_reply.mean()),
-            "kl_k3": float(k3_per_reply.mean()),
+            "reward": mean(float(info["scores"].mean())),
+            "score": mean(float(data.scores.mean())),
+            "kl": mean(float(kl_per_reply.mean())),
+            "kl_k3": mean(float(k3_per_reply.mean())),
             "beta": beta,
-            "reply_tokens": float(mask.sum(1).mean()),
-            "ended": float(sum(rollouts.ended) / len(rollouts)),
-            "tokens_per_s": info["tokens"] / max(info["rollout_s"], 1e-9),
+            "reply_tokens": mean(float(mask.sum(1).mean())),
+            "ended": mean(float(sum(rollouts.ended) / len(rollouts))),
+            "tokens_per_s": mean(info["tokens"] / max(info["rollout_s"], 1e-9)) * self.world,
             "rollout_s": info["rollout_s"],
             "step_s": step_s,
-            **{k: v for k, v in stats.items() if k in LOG_FIELDS},
+            **{k: mean(v) for k, v in stats.items() if k in LOG_FIELDS},
         }
         if self.guide_engine is not None:
             row["rolled_in"] = float(self.rolled_in)
         for label, values in info["parts"].items():
-            row[f"reward/{label}"] = sum(values) / len(values)
+            row[f"reward/{label}"] = mean(sum(values) / len(values))
         self.step += 1
         return row
+
+    def _gathered(self, values: torch.Tensor) -> list[float]:
+        if self.world <= 1:
+            return values.tolist()
+        return self.accelerator.gather(values.contiguous()).tolist()
 
     # -- checkpoints -------------------------------------------------------------------------------
     def save_checkpoint(self) -> Path:
@@ -549,32 +563,41 @@ def train_rl(
         policy_dir, report = train_dpo(config, on_log)
         return RLResult(policy_dir, report)
     checkpoints = run_dir / "checkpoints" / "rl"
-    resume = start_run(run_dir, "rl.yaml", config, checkpoints)
-    rl = RLRun(config, reward)
+    accelerator = make_accelerator()
+    main = accelerator.is_main_process
+    if main:
+        start_run(run_dir, "rl.yaml", config, checkpoints)
+    accelerator.wait_for_everyone()
+    resume = latest_checkpoint(checkpoints)
+    rl = RLRun(config, reward, accelerator)
     log_path = run_dir / "rl-log.csv"
     try:
         if resume is not None:
             rl.load_checkpoint(resume)
-            _truncate_log(log_path, rl.step)
-        elif log_path.exists():
+            if main:
+                _truncate_log(log_path, rl.step)
+        elif main and log_path.exists():
             log_path.unlink()
-        writer = _tensorboard(run_dir / "tb")
+        writer = _tensorboard(run_dir / "tb") if main else None
         stopped = None
         started = time.perf_counter()
         fields = list(LOG_FIELDS) + [f"reward/{t.label}" for t in rl.reward.terms]
         while rl.step < config.steps:
             row = rl.train_step()
-            _write_log_row(log_path, row, fields)
+            if main:
+                _write_log_row(log_path, row, fields)
             if writer is not None:
                 for key, value in row.items():
                     if key != "step" and isinstance(value, int | float) and math.isfinite(value):
                         writer.add_scalar(key, value, row["step"])
-            if on_log:
+            if on_log and main:
                 on_log(row)
             if config.kl_stop and row["kl"] > config.kl_stop:
                 stopped = f"KL per reply {row['kl']:.3g} passed kl_stop {config.kl_stop:g} at step {row['step']}"
             if stopped or rl.step % config.save_steps == 0 or rl.step == config.steps:
-                rl.save_checkpoint()
+                if main:
+                    rl.save_checkpoint()
+                accelerator.wait_for_everyone()
             if stopped:
                 break
         if writer is not None:
@@ -593,11 +616,21 @@ def train_rl(
             "last": log[-1] if log else None,
             "train_prompts": len(rl.train_prompts),
         }
-        save_policy(rl.models, final, report)
-        plot_log(log, run_dir / "rl-curves.png", f"{config.algo} on {rl.models.name}")
+        report["processes"] = rl.world
+        if main:
+            save_policy(rl.models, final, report)
+            plot_log(log, run_dir / "rl-curves.png", f"{config.algo} on {rl.models.name}")
+        accelerator.wait_for_everyone()
     finally:
         rl.close()
     return RLResult(final, report)
+
+
+def make_accelerator() -> Any:
+    """The process group of ``accelerate launch`` (gloo on CPUs), or a single process."""
+    from accelerate import Accelerator
+
+    return Accelerator(cpu=not torch.cuda.is_available())
 
 
 def save_policy(models: Models, target: Path, report: dict[str, Any]) -> None:
