@@ -189,8 +189,18 @@ def rl_config(tmp_path, model, **overrides):
     return RLConfig(**settings)
 
 
-@pytest.mark.parametrize("algo", ["ppo", "rloo", "grpo", "reinforce"])
-def test_each_algorithm_raises_a_programmatic_reward_while_kl_stays_bounded(tmp_path, algo):
+@pytest.mark.parametrize(
+    "algo, extra",
+    [
+        ("ppo", {}),
+        ("rloo", {}),
+        ("grpo", {}),
+        ("reinforce", {}),
+        ("grpo", {"ppo_epochs": 1, "minibatches": 1, "learning_rate": 2e-2}),
+    ],
+    ids=["ppo", "rloo", "grpo", "reinforce", "grpo-one-update"],
+)
+def test_each_algorithm_raises_a_programmatic_reward_while_kl_stays_bounded(tmp_path, algo, extra):
     from rejoinder.align.rl.trainer import read_log, train_rl
 
     model = tiny_model_dir(tmp_path / "tiny")
@@ -202,7 +212,7 @@ def test_each_algorithm_raises_a_programmatic_reward_while_kl_stays_bounded(tmp_
         steps=20,
         samples_per_prompt=k,
         prompts_per_step=8 // k,
-        learning_rate=1e-2,
+        **({"learning_rate": 1e-2} | extra),
         kl_stop=60.0,
     )
     result = train_rl(config, reward=digit_reward())

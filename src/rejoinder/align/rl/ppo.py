@@ -129,7 +129,7 @@ class RolloutData:
 
     batch: Batch
     scores: torch.Tensor  # [B] the reward of each reply (normalised where configured)
-    old_logprobs: torch.Tensor  # [B, R] log π_old(y_t), recomputed by the policy that sampled
+    old_logprobs: torch.Tensor | None  # [B, R] log π_old(y_t), recomputed by the policy that sampled
     ref_logprobs: torch.Tensor  # [B, R] log π_ref(y_t)
     prompt_index: torch.Tensor  # [B] which prompt each reply answers (group baselines)
     values: torch.Tensor | None = None  # [B, R] V_old(s_t) (ppo)
@@ -205,12 +205,17 @@ def clipped_update(
         for rows in order.chunk(cfg.minibatches):
             sub = data.batch.select(rows)
             width = sub.mask.shape[1]
-            old = data.old_logprobs[rows, :width]
             adv = advantages[rows, :width]
             with learner.autocast():
                 logprobs, entropy = reply_logprobs(
                     learner.policy, sub.input_ids, sub.attention_mask, sub.reply_start, cfg.temperature, True
                 )
+                if data.old_logprobs is None:
+                    # one update per batch (grpo, 1 epoch, 1 minibatch): π_old is π_θ itself, so its
+                    # log-probabilities are this forward's, detached - the ratio is 1, its gradient ∇log π
+                    data.old_logprobs = torch.zeros(data.batch.mask.shape)
+                    data.old_logprobs[rows, :width] = logprobs.detach().float() * sub.mask
+                old = data.old_logprobs[rows, :width]
                 loss, stats = policy_loss(logprobs, old, adv, sub.mask, cfg.clip_range)
                 if kl_in_loss:
                     ref = data.ref_logprobs[rows, :width]

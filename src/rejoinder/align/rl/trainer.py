@@ -373,7 +373,9 @@ class RLRun:
         scores = scores + (~ended).float() * cfg.unfinished_penalty  # replies cut at max_new_tokens
         batch = make_batch(rollouts, tok.pad_token_id)
         chunk = max(1, len(rollouts) // cfg.minibatches)
-        old = _logprobs_in_chunks(self.models.policy, batch, cfg.temperature, chunk, self.autocast)
+        old = None  # GRPO with one update per batch takes π_old from the update's own forward pass
+        if not (cfg.algo == "grpo" and cfg.ppo_epochs == 1 and cfg.minibatches == 1):
+            old = _logprobs_in_chunks(self.models.policy, batch, cfg.temperature, chunk, self.autocast)
         with self.models.reference_mode() as reference:
             ref = _logprobs_in_chunks(reference, batch, cfg.temperature, chunk, self.autocast)
         values = None
