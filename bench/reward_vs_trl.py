@@ -103,7 +103,7 @@ def run_ours(folder: Path, args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def run_trl(folder: Path, args: argparse.Namespace) -> dict[str, Any]:
+def run_trl(folder: Path, args: argparse.Namespace, lr: float) -> dict[str, Any]:
     import datasets
     import torch
     import trl
@@ -139,7 +139,7 @@ def run_trl(folder: Path, args: argparse.Namespace) -> dict[str, Any]:
         output_dir=str(out),
         num_train_epochs=1,
         per_device_train_batch_size=args.trl_batch,
-        learning_rate=args.lr,
+        learning_rate=lr,
         lr_scheduler_type="linear",
         warmup_steps=0.05,
         max_length=args.max_length,
@@ -176,7 +176,7 @@ def run_trl(folder: Path, args: argparse.Namespace) -> dict[str, Any]:
         "held_out": held,
         "settings": {
             "per_device_train_batch_size": args.trl_batch,
-            "learning_rate": args.lr,
+            "learning_rate": lr,
             "scheduler": "linear, 5% warm-up",
             "max_length": args.max_length,
             "threads": args.threads,
@@ -198,13 +198,16 @@ def main() -> None:
     )
     parser.add_argument("--held-out", type=float, default=0.2, help="Fraction of prompts held out.")
     parser.add_argument("--max-length", type=int, default=384)
-    parser.add_argument("--lr", type=float, default=1e-5)
+    parser.add_argument("--lr", type=float, default=3e-5, help="Ours (and TRL unless --trl-lr).")
     parser.add_argument("--groups-per-batch", type=int, default=4, help="Ours: prompts (with all replies) per step.")
     parser.add_argument("--weighting", choices=["prompt", "pair"], default="prompt", help="Ours: how pairs weigh.")
     parser.add_argument("--trl-batch", type=int, default=4, help="TRL: pairs per step.")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--only", choices=["ours", "trl"], default=None)
+    parser.add_argument(
+        "--trl-lr", type=float, nargs="+", default=None, help="TRL's learning rates, each a run (default: --lr)."
+    )
     args = parser.parse_args()
 
     folder = WORK / "reward-data"
@@ -215,8 +218,10 @@ def main() -> None:
         sides["ours"] = run_ours(folder, args)
         print(json.dumps({"ours": sides["ours"]["seconds"]}), flush=True)
     if args.only in (None, "trl"):
-        sides["trl"] = run_trl(folder, args)
-        print(json.dumps({"trl": sides["trl"]["seconds"]}), flush=True)
+        for i, lr in enumerate(args.trl_lr or [args.lr]):
+            name = "trl" if i == 0 else f"trl-lr{lr:g}"
+            sides[name] = run_trl(folder, args, lr)
+            print(json.dumps({name: sides[name]["seconds"]}), flush=True)
 
     def pct(value: float | None) -> str:
         return f"{value:.1%}" if value is not None else "-"
@@ -227,7 +232,9 @@ def main() -> None:
         by = held["by_source"]
         rows.append(
             [
-                "Rejoinder (K-way)" if name == "ours" else "TRL RewardTrainer (pairs)",
+                "Rejoinder (K-way)"
+                if name == "ours"
+                else f"TRL RewardTrainer (pairs, lr {side['settings']['learning_rate']:g})",
                 side["sequences"],
                 side["steps"],
                 f"{side['seconds']:.0f}",
@@ -257,9 +264,14 @@ def main() -> None:
         rows,
     )
     record: dict[str, Any] = {"data": counts, "sides": sides, "args": vars(args)}
-    if len(sides) == 2:
-        record["speedup"] = round(sides["trl"]["seconds"] / sides["ours"]["seconds"], 2)
-        print(f"\nspeed-up (TRL seconds / ours): {record['speedup']:.2f}x")
+    if "ours" in sides:
+        speedups = {
+            name: round(side["seconds"] / sides["ours"]["seconds"], 2) for name, side in sides.items() if name != "ours"
+        }
+        if speedups:
+            record["speedup"] = speedups
+            for name, value in speedups.items():
+                print(f"\nspeed-up ({name} seconds / ours): {value:.2f}x")
     for name, side in sides.items():
         print(f"{name} settings: {json.dumps(side['settings'])}")
     write_record("reward_vs_trl" if not args.hh_pairs else "reward_vs_trl_hh", record)

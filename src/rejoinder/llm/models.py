@@ -103,15 +103,26 @@ def resolve_model(spec: str | os.PathLike[str] | None = None) -> ModelRef:
 
 
 def _trained_name(path: Path) -> str:
-    """A model folder's name; for one written by ``rejoinder train sft``, the base model and the run."""
+    """A model folder's name; for one written by ``rejoinder train sft`` or ``train rl``, what it was
+    trained from and the run."""
     import json
 
-    report = path / "rejoinder-sft.json"
-    try:
-        base = json.loads(report.read_text(encoding="utf-8"))["model"] if report.is_file() else None
-    except (OSError, ValueError, KeyError, TypeError):
-        base = None
-    return f"{base} + SFT ({path.resolve().parent.name})" if base else path.name
+    run = path.resolve().parent.name
+    for file, label in (("rejoinder-sft.json", "SFT"), ("rejoinder-policy.json", "RL")):
+        report = path / file
+        try:
+            info = json.loads(report.read_text(encoding="utf-8")) if report.is_file() else None
+        except (OSError, ValueError):
+            info = None
+        if not isinstance(info, dict):
+            continue
+        if label == "SFT" and info.get("model"):
+            return f"{info['model']} + SFT ({run})"
+        if label == "RL" and info.get("algo"):
+            start = info.get("policy") or "?"
+            base = _trained_name(Path(start)) if Path(str(start)).is_dir() else str(start)
+            return f"{base} + {str(info['algo']).upper()} ({run})"
+    return path.name
 
 
 def _fingerprint(path: Path) -> str:
