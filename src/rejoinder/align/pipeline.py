@@ -25,7 +25,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from rejoinder.align.config import build
+from rejoinder.align.config import build, read_yaml_mapping
 from rejoinder.errors import ConfigError
 
 STAGES = ("curate", "sft", "reward", "rl", "eval")
@@ -33,18 +33,7 @@ STAGES = ("curate", "sft", "reward", "rl", "eval")
 
 def read_pipeline(path: Path, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The pipeline file as {stage: its config object, "output_dir": Path}; errors name file and key."""
-    import yaml
-
-    try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-    except OSError as exc:
-        raise ConfigError(f"config {path}: cannot read it: {exc.strerror or exc}") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f" line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"config {path}{line}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"config {path}: expected a mapping with output_dir and the stages {', '.join(STAGES)}")
+    data = read_yaml_mapping(path, f"a mapping with output_dir and the stages {', '.join(STAGES)}")
     data = {**data, **{k: v for k, v in (overrides or {}).items() if v is not None}}
     unknown = sorted(set(data) - {"output_dir", "skip", *STAGES})
     if unknown:

@@ -9,6 +9,7 @@ by side - a table and a JSON record.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,9 +19,9 @@ from typing import Any
 import torch
 
 from rejoinder.align.config import option
-from rejoinder.align.rl.common import kl_k1, kl_k3, reply_logprobs
+from rejoinder.align.rl.common import kl_k1, kl_k3
 from rejoinder.align.rl.rewards import Reward, parse_rewards
-from rejoinder.align.rl.rollout import Batch, make_batch, sample_replies
+from rejoinder.align.rl.rollout import make_batch, sample_replies
 from rejoinder.datasets.rlhf import Turn
 from rejoinder.errors import ConfigError
 
@@ -62,12 +63,9 @@ def _resolve(config: EvalConfig) -> tuple[str, str, list[str]]:
         info_path = Path(policy) / "rejoinder-policy.json"
         info = json.loads(info_path.read_text(encoding="utf-8")) if info_path.is_file() else {}
         reference = info.get("policy") or str(config.run / "sft")
-    rewards = []
-    for spec in config.rewards:
-        if spec.strip().endswith("model:auto"):
-            spec = spec.strip()[: -len("auto")] + str(config.run / "reward")
-        rewards.append(spec)
-    return policy, reference, rewards
+    from rejoinder.align.rl.trainer import auto_rewards
+
+    return policy, reference, auto_rewards(config.rewards, Path(config.run))
 
 
 def _load(spec: str) -> tuple[Any, Any, set[int]]:
@@ -85,25 +83,15 @@ def _load(spec: str) -> tuple[Any, Any, set[int]]:
         raise ConfigError(f"model {ref.path}: cannot load it: {exc}") from None
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    eos = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
-    configured = model.generation_config.eos_token_id
-    eos |= set(configured if isinstance(configured, list) else [configured] if configured is not None else [])
-    return model, tokenizer, eos
+    from rejoinder.llm.backends.torch import eos_ids
 
-
-@torch.no_grad()
-def _logprobs(model: Any, batch: Batch, temperature: float) -> torch.Tensor:
-    out = []
-    for rows in torch.arange(len(batch.input_ids)).split(8):
-        lp, _ = reply_logprobs(model, batch.input_ids[rows], batch.attention_mask[rows], batch.reply_start, temperature)
-        out.append(lp)
-    return torch.cat(out) * batch.mask
+    return model, tokenizer, eos_ids(model, tokenizer)
 
 
 def evaluate_policy(config: EvalConfig, reward: Reward | None = None) -> dict[str, Any]:
     """The comparison record (see the module docstring)."""
     from rejoinder.align.rl.config import RLConfig
-    from rejoinder.align.rl.trainer import chat_ids, read_prompts
+    from rejoinder.align.rl.trainer import chat_ids, logprobs_in_chunks, read_prompts
     from rejoinder.llm.backends.torch import BatchEngine
 
     config.check()
@@ -141,8 +129,8 @@ def evaluate_policy(config: EvalConfig, reward: Reward | None = None) -> dict[st
         scores, parts = reward(held, rollouts.texts)
         sides[name] = {"rollouts": rollouts, "scores": scores, "parts": parts}
     batch = make_batch(sides["policy"]["rollouts"], tokenizer.pad_token_id)
-    logp = _logprobs(policy, batch, config.temperature)
-    ref_logp = _logprobs(reference, batch, config.temperature)
+    logp = logprobs_in_chunks(policy, batch, config.temperature, 8, contextlib.nullcontext)
+    ref_logp = logprobs_in_chunks(reference, batch, config.temperature, 8, contextlib.nullcontext)
     k1 = (kl_k1(logp, ref_logp) * batch.mask).sum(1)
     k3 = (kl_k3(logp, ref_logp) * batch.mask).sum(1)
     wins = [

@@ -110,10 +110,15 @@ def resolve_policy(config: RLConfig) -> str:
 
 def resolve_rewards(config: RLConfig) -> list[str]:
     """The reward terms with ``model:auto`` replaced by this run's reward model."""
+    return auto_rewards(config.rewards, Path(config.output_dir))
+
+
+def auto_rewards(specs: Sequence[str], run: Path) -> list[str]:
+    """``specs`` with ``model:auto`` replaced by ``run``'s reward model (refused when it is not trained)."""
     out = []
-    for spec in config.rewards:
+    for spec in specs:
         if spec.strip().endswith("model:auto"):
-            folder = Path(config.output_dir) / "reward"
+            folder = run / "reward"
             if not (folder / ".complete").is_file():
                 raise ConfigError(
                     f"rewards {spec!r}: {folder} holds no trained reward model; run rejoinder train reward "
@@ -160,13 +165,6 @@ def chat_ids(tokenizer: Any, turns: Sequence[Turn]) -> list[int]:
     return list(ids)
 
 
-def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
-    eos = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
-    configured = getattr(model.generation_config, "eos_token_id", None)
-    eos |= set(configured if isinstance(configured, list) else [configured] if configured is not None else [])
-    return eos
-
-
 class Models:
     """The policy, its frozen reference, the value model (ppo) and the tokenizer."""
 
@@ -192,7 +190,9 @@ class Models:
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         _no_dropout(policy)
-        self.eos_ids = _eos_ids(policy, self.tokenizer)
+        from rejoinder.llm.backends.torch import eos_ids
+
+        self.eos_ids = eos_ids(policy, self.tokenizer)
         self.lora = config.lora
         if config.lora:
             from peft import LoraConfig, get_peft_model
@@ -270,7 +270,7 @@ def _autocast(precision: str) -> Callable[[], Any]:
 
 
 @torch.no_grad()
-def _logprobs_in_chunks(model: Any, batch: Batch, temperature: float, chunk: int, autocast: Any) -> torch.Tensor:
+def logprobs_in_chunks(model: Any, batch: Batch, temperature: float, chunk: int, autocast: Any) -> torch.Tensor:
     out = []
     for rows in torch.arange(len(batch.input_ids)).split(chunk):
         sub = Batch(batch.input_ids[rows], batch.attention_mask[rows], batch.mask[rows], batch.reply_start)
@@ -375,9 +375,9 @@ class RLRun:
         chunk = max(1, len(rollouts) // cfg.minibatches)
         old = None  # GRPO with one update per batch takes π_old from the update's own forward pass
         if not (cfg.algo == "grpo" and cfg.ppo_epochs == 1 and cfg.minibatches == 1):
-            old = _logprobs_in_chunks(self.models.policy, batch, cfg.temperature, chunk, self.autocast)
+            old = logprobs_in_chunks(self.models.policy, batch, cfg.temperature, chunk, self.autocast)
         with self.models.reference_mode() as reference:
-            ref = _logprobs_in_chunks(reference, batch, cfg.temperature, chunk, self.autocast)
+            ref = logprobs_in_chunks(reference, batch, cfg.temperature, chunk, self.autocast)
         values = None
         if self.models.value_model is not None:
             values = _values_in_chunks(self.models.value_model, batch, chunk, self.autocast)

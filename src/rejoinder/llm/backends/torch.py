@@ -479,6 +479,14 @@ def _left_pad(torch: Any, tensor: Any, n: int) -> Any:
     return torch.cat([torch.zeros(shape, dtype=tensor.dtype), tensor], dim=2)
 
 
+def eos_ids(model: Any, tokenizer: Any) -> set[int]:
+    """The token ids that end a sequence: the tokenizer's end of sequence and the model's generation config's."""
+    eos = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    eos |= set(configured if isinstance(configured, list) else [configured] if configured is not None else [])
+    return eos
+
+
 class TorchBackend(Backend):
     """A transformers causal LM in this process.
 
@@ -522,11 +530,12 @@ class TorchBackend(Backend):
         limit = int(getattr(model.config, "max_position_embeddings", 2048) or 2048)
         self.context_window = min(int(context_window), limit) if context_window else limit
         self.has_chat_template = bool(getattr(tokenizer, "chat_template", None))
-        eos = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
-        configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-        eos |= set(configured if isinstance(configured, list) else [configured] if configured is not None else [])
         self.engine = BatchEngine(
-            self.model, eos, max_batch=max_batch, threads=self.threads, prefix_cache_bytes=prefix_cache_bytes
+            self.model,
+            eos_ids(model, tokenizer),
+            max_batch=max_batch,
+            threads=self.threads,
+            prefix_cache_bytes=prefix_cache_bytes,
         )
         self._decoders: OrderedDict[str, ConstrainedDecoder] = OrderedDict()
         self._lock = threading.Lock()
