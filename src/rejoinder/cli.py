@@ -1261,7 +1261,7 @@ def _register_training_commands() -> None:
         RLConfig,
         _run_rl,
         "rl",
-        "Step 3: RL against the reward (reinforce, ppo, rloo, grpo), with a KL penalty to the SFT model.",
+        "Step 3: RL against the reward (reinforce, ppo, rloo, grpo, ppo++) or DPO on preferences, near the SFT model.",
         train_app,
     )
     config_command(
