@@ -73,3 +73,20 @@ def test_the_core_and_shared_modules_import_no_bot():
             if module.startswith(FRONT_ENDS):
                 problems.append(f"{path.relative_to(SRC)} imports the front end {module}")
     assert not problems, "\n".join(problems)
+
+
+def test_the_cli_starts_without_the_optional_training_and_model_packages():
+    """The base install has no torch, transformers, trl or peft: ``rejoinder chat --bot eliza`` must
+    still start, so the training commands may import them only when they run."""
+    import subprocess
+    import sys
+
+    blocked = ("torch", "transformers", "trl", "peft", "accelerate", "datasets")
+    code = (
+        "import sys\n"
+        f"for name in {blocked!r}: sys.modules[name] = None\n"
+        "import rejoinder.cli\n"
+        "from rejoinder.cli import app\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr

@@ -1253,8 +1253,7 @@ def train_pipeline_command(
 
 def _register_training_commands() -> None:
     from rejoinder.align.reward import RewardConfig
-    from rejoinder.align.rl.config import RLConfig
-    from rejoinder.align.rl.evaluate import EvalConfig
+    from rejoinder.align.rl.config import EvalConfig, RLConfig
     from rejoinder.align.sft import SFTConfig
 
     config_command(

@@ -53,8 +53,7 @@ def read_pipeline(path: Path, overrides: Mapping[str, Any] | None = None) -> dic
 def _stage_configs(data: dict[str, Any], run: Path, skip: list[str], where: str) -> dict[str, Any]:
     from rejoinder.align.data import CurateConfig
     from rejoinder.align.reward import RewardConfig
-    from rejoinder.align.rl.config import RLConfig
-    from rejoinder.align.rl.evaluate import EvalConfig
+    from rejoinder.align.rl.config import EvalConfig, RLConfig
     from rejoinder.align.sft import SFTConfig
 
     curated = run / "data"

@@ -1,4 +1,4 @@
-"""Step 3's config: every hyper-parameter of every algorithm, declared once with its help text."""
+"""Step 3's configs: every hyper-parameter of the algorithms and of the evaluation, declared once with help."""
 
 from __future__ import annotations
 
@@ -122,3 +122,25 @@ class RLConfig:
             problems.append("guide_max_prefix must be below max_new_tokens (the policy must have tokens to write)")
         if problems:
             raise ConfigError("rl config: " + "; ".join(problems))
+
+
+@dataclass
+class EvalConfig:
+    run: Path = option(Path("runs/default"), "The run folder: policy/, sft/ and reward/ are found there.")
+    policy: str = option("auto", "The policy to evaluate (auto: <run>/policy).")
+    reference: str = option("auto", "The model it is compared with (auto: the policy's starting model).")
+    rewards: list[str] = option(["model:auto"], "Reward terms, as for rejoinder train rl (model:auto: <run>/reward).")
+    data: list[str] = option(["oasst"], "Where the held-out prompts come from (the RL run's held-out split).")
+    prompts: int = option(32, "Held-out prompts.")
+    max_new_tokens: int = option(64, "Longest reply.")
+    temperature: float = option(1.0, "Sampling temperature (1: the KL estimate is of the models' own distributions).")
+    max_prompt_tokens: int = option(256, "Prompts longer than this are left out.")
+    seed: int = option(0, "Seed of the split and of sampling.")
+    threads: int = option(0, "PyTorch CPU threads (0: PyTorch's default).")
+    output: Path | None = option(None, "Write the JSON record here (default: <run>/eval-policy.json).")
+
+    def check(self) -> None:
+        if self.prompts < 1 or self.max_new_tokens < 1:
+            raise ConfigError("prompts and max_new_tokens must be at least 1")
+        if self.temperature <= 0:
+            raise ConfigError("temperature must be above 0")

@@ -12,40 +12,17 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from rejoinder.align.config import option
 from rejoinder.align.rl.common import kl_k1, kl_k3
+from rejoinder.align.rl.config import EvalConfig
 from rejoinder.align.rl.rewards import Reward, parse_rewards
 from rejoinder.align.rl.rollout import make_batch, sample_replies
 from rejoinder.datasets.rlhf import Turn
 from rejoinder.errors import ConfigError
-
-
-@dataclass
-class EvalConfig:
-    run: Path = option(Path("runs/default"), "The run folder: policy/, sft/ and reward/ are found there.")
-    policy: str = option("auto", "The policy to evaluate (auto: <run>/policy).")
-    reference: str = option("auto", "The model it is compared with (auto: the policy's starting model).")
-    rewards: list[str] = option(["model:auto"], "Reward terms, as for rejoinder train rl (model:auto: <run>/reward).")
-    data: list[str] = option(["oasst"], "Where the held-out prompts come from (the RL run's held-out split).")
-    prompts: int = option(32, "Held-out prompts.")
-    max_new_tokens: int = option(64, "Longest reply.")
-    temperature: float = option(1.0, "Sampling temperature (1: the KL estimate is of the models' own distributions).")
-    max_prompt_tokens: int = option(256, "Prompts longer than this are left out.")
-    seed: int = option(0, "Seed of the split and of sampling.")
-    threads: int = option(0, "PyTorch CPU threads (0: PyTorch's default).")
-    output: Path | None = option(None, "Write the JSON record here (default: <run>/eval-policy.json).")
-
-    def check(self) -> None:
-        if self.prompts < 1 or self.max_new_tokens < 1:
-            raise ConfigError("prompts and max_new_tokens must be at least 1")
-        if self.temperature <= 0:
-            raise ConfigError("temperature must be above 0")
 
 
 def distinct_n(replies: Sequence[str], n: int) -> float:
