@@ -7,7 +7,8 @@ fp32), take the same training prompts (OpenAssistant's, chat template applied), 
 no top-p/top-k), learning rate, KL coefficient, one optimiser step per batch, and the same
 threads. TRL runs at its best settings here: gradient checkpointing off (it only costs time on a
 CPU with memory to spare), bf16 autocast on (its default; this CPU has AVX512-BF16). Ours runs
-``precision: auto`` (bf16 training, rollouts decoded by the batched engine in fp32).
+``precision: auto`` (bf16 training; rollouts decoded by the batched engine from a bf16 copy of the
+policy, with the samples of a prompt sharing one prefill).
 
 Measured: seconds per step (the mean over the steps after the first, and the first) and the mean
 reward over the last two steps, beside the first step's.
@@ -77,7 +78,7 @@ def run_ours(algo: str, args: argparse.Namespace) -> dict[str, Any]:
         total,
         {
             "algo": algo,
-            "engine": "Rejoinder's batched engine (fp32 decoding, in-place cache)",
+            "engine": "Rejoinder's batched engine (bf16 decoding copy, shared prompt prefill, in-place cache)",
             "precision": "bf16 autocast (training)",
             "generation_share": round(sum(r["rollout_s"] for r in log) / sum(r["step_s"] for r in log), 3),
         },

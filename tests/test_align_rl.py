@@ -205,6 +205,7 @@ def test_each_algorithm_raises_a_programmatic_reward_while_kl_stays_bounded(tmp_
 
     model = tiny_model_dir(tmp_path / "tiny")
     k = 4 if algo in ("rloo", "grpo") else 1  # group baselines need siblings; 8 replies per step either way
+    lr = 2e-2 if algo == "reinforce" else 1e-2  # reinforce makes one update per batch, the others four
     config = rl_config(
         tmp_path,
         model,
@@ -212,7 +213,7 @@ def test_each_algorithm_raises_a_programmatic_reward_while_kl_stays_bounded(tmp_
         steps=20,
         samples_per_prompt=k,
         prompts_per_step=8 // k,
-        **({"learning_rate": 1e-2} | extra),
+        **({"learning_rate": lr} | extra),
         kl_stop=60.0,
     )
     result = train_rl(config, reward=digit_reward())
@@ -343,6 +344,35 @@ def test_ppo_plus_plus_rolls_in_with_the_guide_and_trains_on_the_policys_tokens_
     result = train_rl(config, reward=digit_reward())
     assert len(read_log(tmp_path / "run" / "rl-log.csv")) == 3
     assert (result.policy_dir / ".complete").is_file()
+
+
+@pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
+def test_bf16_rollouts_decode_from_a_copy_that_follows_every_update(tmp_path, lora):
+    import torch
+
+    from rejoinder.align.rl.trainer import RLRun
+
+    model = tiny_model_dir(tmp_path / "tiny")
+    config = rl_config(
+        tmp_path, model, algo="grpo", samples_per_prompt=4, prompts_per_step=2, rollout_precision="bf16", lora=lora
+    )
+    rl = RLRun(config, digit_reward())
+    try:
+        assert rl.decoder is not rl.models.policy and next(rl.decoder.parameters()).dtype == torch.bfloat16
+        rl.rollout(rl.prompts_of(0), seed=0)
+        assert rl.engine.prefixes.hits >= 2  # the 4 samples of each prompt shared one prefill
+        before = {n: p.detach().clone() for n, p in rl.models.policy.named_parameters() if p.requires_grad}
+        rl.train_step()
+        copies = dict(rl.decoder.named_parameters())
+        changed = [
+            n for n, p in rl.models.policy.named_parameters() if p.requires_grad and not torch.equal(p, before[n])
+        ]
+        assert changed
+        for name in changed:  # the decoding copy holds the updated weights, rounded to bf16
+            assert torch.equal(copies[name], rl.models.policy.get_parameter(name).detach().to(torch.bfloat16))
+        assert not rl.engine.prefixes.entries  # prompts cached under the old weights are gone
+    finally:
+        rl.close()
 
 
 def test_dpo_trains_on_preference_pairs_and_saves_a_policy(tmp_path):

@@ -92,9 +92,16 @@ class RLConfig:
     seed: int = option(0, "Seed of the prompt order and of sampling.")
     threads: int = option(0, "PyTorch CPU threads (0: PyTorch's default).")
     precision: str = option("auto", PRECISION_HELP)
+    rollout_precision: str = option(
+        "auto",
+        "Precision of rollout decoding: auto (bf16 when training runs in bf16), bf16 (from a bf16 copy of the "
+        "policy, refreshed after every update) or fp32 (the policy itself).",
+    )
 
     def check(self) -> None:
         problems = []
+        if self.rollout_precision not in ("auto", "bf16", "fp32"):
+            problems.append(f"rollout_precision {self.rollout_precision!r}: expected auto, bf16 or fp32")
         if self.algo not in ALGOS:
             problems.append(f"algo {self.algo!r}: expected one of {', '.join(ALGOS)}")
         if self.algo in ("rloo", "grpo") and self.samples_per_prompt < 2:

@@ -12,8 +12,12 @@ tuned for serving, not in a second generation loop. Two details matter for RL:
   stop), and is kept apart from padding by the reply mask; a reply that reached
   ``max_new_tokens`` without ending is marked ``ended=False`` (it can be penalised).
 
-The engine's prefix cache is off: the weights change after every step, so a cached prompt's keys
-and values would belong to an older policy.
+The engine's prefix cache is on, so the samples of one prompt share one prefill, and it is
+emptied after every update (``BatchEngine.weights_changed``): a cached prompt's keys and values
+belong to the weights that computed them. Where training runs in bf16, the engine decodes from a
+bf16 copy of the policy refreshed after every update (``rollout_precision``), which halves the
+memory read per decoded token; the log-probabilities that enter the loss are always recomputed by
+the policy being trained.
 """
 
 from __future__ import annotations

@@ -248,6 +248,24 @@ class Models:
             with self.policy.disable_adapter():
                 yield self.policy
 
+    def decoder(self, config: RLConfig) -> Any:
+        """The model rollouts are decoded with: the policy itself in fp32, or a frozen bf16 copy of it
+        (half the memory traffic per decoded token; the training forward runs in bf16 as well)."""
+        wanted = config.rollout_precision
+        if wanted == "fp32" or (wanted == "auto" and not use_bf16(config.precision)):
+            return self.policy
+        return copy.deepcopy(self.policy).to(torch.bfloat16).eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def refresh_decoder(self, decoder: Any) -> None:
+        """Copy the policy's trained weights into its bf16 decoding copy (nothing to do for the policy itself)."""
+        if decoder is self.policy:
+            return
+        copies = dict(decoder.named_parameters())
+        for name, param in self.policy.named_parameters():
+            if param.requires_grad:  # frozen weights (LoRA's base) never change
+                copies[name].copy_(param)
+
     def trainable(self) -> list[dict[str, Any]]:
         groups = [{"params": [p for p in self.policy.parameters() if p.requires_grad]}]
         if self.value_model is not None:
@@ -328,13 +346,17 @@ class RLRun:
         from rejoinder.llm.backends.torch import PREFIX_CACHE_BYTES, BatchEngine
 
         threads = config.threads or torch.get_num_threads()
-        # prefix_cache_bytes=0: the weights change every step, cached keys/values would be stale
+        self.decoder = self.models.decoder(config)
+        # The prefix cache lets the samples of one prompt share its prefill; it is emptied after every
+        # update (engine.weights_changed), since the keys and values belong to the weights that made them.
         self.engine = BatchEngine(
-            self.models.policy, self.models.eos_ids, max_batch=16, threads=threads, prefix_cache_bytes=0
+            self.decoder, self.models.eos_ids, max_batch=16, threads=threads, prefix_cache_bytes=PREFIX_CACHE_BYTES
         )
         self.guide_engine = None
         if config.algo == "ppo++":
             guide = self.models.load_guide(config.guide_model)
+            if self.decoder is not self.models.policy:
+                guide = guide.to(torch.bfloat16)
             self.guide_engine = BatchEngine(
                 guide, self.models.eos_ids, max_batch=16, threads=threads, prefix_cache_bytes=PREFIX_CACHE_BYTES
             )
@@ -438,6 +460,7 @@ class RLRun:
             stats = rloo_update(self.learner, data, beta)
         else:
             stats = grpo_update(self.learner, data, beta)
+        self.weights_changed()
         mask = data.batch.mask
         kl_per_reply = (kl_k1(data.old_logprobs, data.ref_logprobs) * mask).sum(1)
         k3_per_reply = (kl_k3(data.old_logprobs, data.ref_logprobs) * mask).sum(1)
@@ -464,6 +487,12 @@ class RLRun:
             row[f"reward/{label}"] = mean(sum(values) / len(values))
         self.step += 1
         return row
+
+    def weights_changed(self) -> None:
+        """After an update (or a checkpoint load): the decoding copy takes the new weights, and the
+        engine forgets prompts cached under the old ones."""
+        self.models.refresh_decoder(self.decoder)
+        self.engine.weights_changed()
 
     def _gathered(self, values: torch.Tensor) -> list[float]:
         if self.world <= 1:
@@ -512,6 +541,7 @@ class RLRun:
         self.kl.beta = float(state["beta"])
         self.moments.count, self.moments.mean, self.moments.m2 = state["moments"]
         self.baseline.value, self.baseline.seen = state["baseline"]
+        self.weights_changed()
 
     def close(self) -> None:
         self.engine.close()

@@ -117,6 +117,11 @@ class PrefixCache:
         self.entries[key] = (self.torch.tensor(list(ids)), layers, size)
         self.bytes += size
 
+    def clear(self) -> None:
+        """Forget every stored prompt (the model's weights changed: their keys and values are stale)."""
+        self.entries = OrderedDict()
+        self.bytes = 0
+
 
 class BatchEngine:
     """Decodes many sequences together on one model; :meth:`submit` streams one sequence's token ids."""
@@ -134,6 +139,8 @@ class BatchEngine:
 
         self.torch = torch
         self.model = model
+        first = next(iter(model.parameters()), None)
+        self.device = first.device if first is not None else torch.device("cpu")
         self.eos_ids = eos_ids
         self.threads = threads
         layer_types = getattr(model.config, "layer_types", None) or []
@@ -184,6 +191,11 @@ class BatchEngine:
                 yield item, logprob
         finally:
             request.dropped = True  # the reader stopped: the decoder drops the sequence at its next step
+
+    def weights_changed(self) -> None:
+        """Call after changing the model's weights (an RL update), between batches: stored prompts'
+        keys and values belong to the old weights and are dropped."""
+        self.prefixes.clear()
 
     def close(self, timeout: float = JOIN_TIMEOUT_S) -> None:
         """Stop every sequence (they end ``cancelled``) and join the decoding thread."""
@@ -240,14 +252,17 @@ class BatchEngine:
         extra = {"logits_to_keep": 1} if self._keep_last else {}
         found = self.prefixes.find(ids)
         if found is None:
-            output = self.model(input_ids=torch.tensor([ids]), use_cache=True, **extra)
+            output = self.model(input_ids=torch.tensor([ids], device=self.device), use_cache=True, **extra)
             reused = None
         else:
             layers, common, reused = found
             common = min(common, len(ids) - 1)  # at least one token is fed, for the next token's logits
             past = _growing_cache([(k[:, :, :common], v[:, :, :common]) for k, v in layers])
             output = self.model(
-                input_ids=torch.tensor([ids[common:]]), use_cache=True, **extra, **{self._cache_arg: past}
+                input_ids=torch.tensor([ids[common:]], device=self.device),
+                use_cache=True,
+                **extra,
+                **{self._cache_arg: past},
             )
             self.prefixes.hits += 1
             self.prefixes.reused_tokens += common
@@ -260,10 +275,10 @@ class BatchEngine:
     def _join(self, rows: list[_Request], cache: Any, mask: Any, request: _Request, own: Any) -> tuple[list, Any, Any]:
         torch = self.torch
         if not rows and not self.batchable:
-            return [request], own, torch.ones(1, request.position, dtype=torch.long)  # sliding windows: as is
+            return [request], own, self._ones(1, request.position)  # sliding windows: as is
         if not rows:
             pairs = [(layer.keys, layer.values) for layer in own.layers]
-            return [request], _growing_cache(pairs), torch.ones(1, request.position, dtype=torch.long)
+            return [request], _growing_cache(pairs), self._ones(1, request.position)
 
         width, extra = mask.shape[1], request.position
         total = max(width, extra)
@@ -278,7 +293,7 @@ class BatchEngine:
         mask = torch.cat(
             [
                 torch.nn.functional.pad(mask, (total - width, 0)),
-                torch.nn.functional.pad(torch.ones(1, extra, dtype=torch.long), (total - extra, 0)),
+                torch.nn.functional.pad(self._ones(1, extra), (total - extra, 0)),
             ]
         )
         return [*rows, request], _growing_cache(layers), mask
@@ -292,7 +307,7 @@ class BatchEngine:
         if not keep:
             return [], None, None
         torch = self.torch
-        index = torch.tensor(keep)
+        index = torch.tensor(keep, device=self.device)
         mask = mask[index]
         first = int((mask.sum(dim=0) > 0).nonzero()[0])  # columns that are padding in every row go
         mask = mask[:, first:]
@@ -302,11 +317,11 @@ class BatchEngine:
     def _step(self, rows: list[_Request], cache: Any, mask: Any) -> tuple[list, Any, Any]:
         torch = self.torch
         self.peak_batch = max(self.peak_batch, len(rows))
-        mask = torch.cat([mask, torch.ones(len(rows), 1, dtype=torch.long)], dim=1)
+        mask = torch.cat([mask, self._ones(len(rows), 1)], dim=1)
         output = self.model(
-            input_ids=torch.tensor([[r.next_token] for r in rows]),
+            input_ids=torch.tensor([[r.next_token] for r in rows], device=self.device),
             attention_mask=mask,
-            position_ids=torch.tensor([[r.position] for r in rows]),
+            position_ids=torch.tensor([[r.position] for r in rows], device=self.device),
             use_cache=True,
             **{self._cache_arg: cache},
         )
@@ -318,6 +333,9 @@ class BatchEngine:
             if self._emit(row, token, logprob):
                 finished.append(row)
         return self._drop(rows, cache, mask, finished)
+
+    def _ones(self, rows: int, columns: int) -> Any:
+        return self.torch.ones(rows, columns, dtype=self.torch.long, device=self.device)
 
     @staticmethod
     def _cache_of(output: Any) -> Any:
@@ -348,7 +366,7 @@ class BatchEngine:
     def _processed(self, rows: list[_Request], logits: Any) -> Any:
         """The logits after each row's hook (constrained decoding) and repetition penalty."""
         torch = self.torch
-        logits = logits.float().clone()
+        logits = logits.detach().to("cpu", torch.float32, copy=True)  # sampling runs on the CPU
         for i, row in enumerate(rows):
             if row.hook is not None:
                 logits[i] = row.hook(row.output, logits[i])
@@ -385,17 +403,24 @@ class BatchEngine:
         top_p = torch.tensor([rows[i].params.top_p for i in sampled])
         inside = (torch.cumsum(top.values, dim=-1) - top.values) <= top_p[:, None]
         weights = torch.where(inside, top.values, torch.zeros_like(top.values))
-        wide = (top.values.sum(dim=-1) < top_p) | (top_p >= 1.0)
-        shared = [j for j, i in enumerate(sampled) if rows[i].generator is None and not bool(wide[j])]
-        if shared:
-            drawn = torch.multinomial(weights[shared], 1).squeeze(1)
-            for j, column in zip(shared, drawn.tolist(), strict=True):
-                tokens[sampled[j]] = int(top.indices[j, column])
+        whole = top_p >= 1.0  # no nucleus: the whole distribution, drawn from as it is (RL rollouts)
+        wide = (top.values.sum(dim=-1) < top_p) & ~whole
+        shared = [j for j, i in enumerate(sampled) if rows[i].generator is None]
+        for group, source in (
+            ([j for j in shared if whole[j]], probs),
+            ([j for j in shared if not whole[j] and not wide[j]], weights),
+        ):
+            if group:
+                drawn = torch.multinomial(source[group], 1).squeeze(1).tolist()
+                for j, column in zip(group, drawn, strict=True):
+                    tokens[sampled[j]] = int(column) if source is probs else int(top.indices[j, column])
         for j, i in enumerate(sampled):
             if tokens[i] is not None:
                 continue
             generator = rows[i].generator
-            if bool(wide[j]):
+            if bool(whole[j]):
+                tokens[i] = int(torch.multinomial(probs[j], 1, generator=generator))
+            elif bool(wide[j]):
                 full = torch.sort(probs[j], descending=True)
                 keep = (torch.cumsum(full.values, dim=-1) - full.values) <= top_p[j]
                 row_weights = torch.where(keep, full.values, torch.zeros_like(full.values))
@@ -476,7 +501,7 @@ def _left_pad(torch: Any, tensor: Any, n: int) -> Any:
         return tensor
     shape = list(tensor.shape)
     shape[2] = n
-    return torch.cat([torch.zeros(shape, dtype=tensor.dtype), tensor], dim=2)
+    return torch.cat([torch.zeros(shape, dtype=tensor.dtype, device=tensor.device), tensor], dim=2)
 
 
 def eos_ids(model: Any, tokenizer: Any) -> set[int]:
