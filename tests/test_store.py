@@ -274,3 +274,43 @@ def test_a_unique_prefix_of_a_conversation_id_names_it(store):
         store.resolve_id("zzzzzzzz")
     with pytest.raises(ConversationNotFound):
         store.resolve_id(first[:2])
+
+
+def test_a_history_finds_the_message_that_ends_it_greetings_and_system_prompts_aside(store):
+    from rejoinder.dialogue import ROOT_DIGEST, chain_digest
+
+    cid = store.create_conversation("eliza", user_id="key:ann")
+    store.append_turn(cid, [Message("assistant", "How do you do.")], {}, expected_version=0)
+    store.append_turn(
+        cid, [Message("user", "I am sad"), Message("assistant", "Why are you sad?")], {}, expected_version=1
+    )
+    client = [("system", "be nice"), ("user", "I am sad"), ("assistant", "Why are you sad?")]
+    digests = [ROOT_DIGEST]
+    for role, said in client:
+        digests.append(chain_digest(digests[-1], role, said))
+    conversation, message, digest = store.find_history(digests[::-1], bot="eliza", user_id="key:ann")
+    assert conversation == cid and digest == digests[-1]
+    assert store.load_dialogue(cid).messages[-1].id == message
+    assert store.find_history(digests[::-1], bot="eliza", user_id="key:bob") is None  # another key's
+    assert store.find_history(digests[::-1], bot="bank", user_id="key:ann") is None
+    shorter = store.find_history([chain_digest(digests[-1], "user", "no"), digests[2]], bot="eliza", user_id="key:ann")
+    assert shorter[0] == cid and shorter[2] == digests[2]  # the longest stored prefix
+
+
+def test_api_keys_keep_only_a_hash_and_stop_working_when_revoked(store):
+    from sqlalchemy import select
+
+    from rejoinder.store.models import ApiKey
+
+    _, secret = store.create_key("ann", "admin")
+    assert store.check_key(secret).name == "ann" and store.check_key(secret).role == "admin"
+    assert store.check_key(secret + "x") is None
+    with store.session() as s:
+        assert secret not in str([tuple(r) for r in s.execute(select(ApiKey.__table__)).all()])
+    with pytest.raises(InvalidMessage, match="exists already"):
+        store.create_key("ann")
+    with pytest.raises(InvalidMessage, match="role"):
+        store.create_key("bob", "root")
+    store.revoke_key("ann")
+    assert store.check_key(secret) is None
+    assert [k.name for k in store.list_keys()] == ["ann"] and store.list_keys()[0].revoked_at is not None

@@ -22,6 +22,7 @@ import os
 import threading
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,7 @@ from rejoinder.dialogue import (
     Reply,
     ReplyPieces,
     StreamingBot,
+    TurnOptions,
     collect,
     storable,
 )
@@ -143,7 +145,7 @@ class ChatSession:
         return cls(store, bot, store.load_dialogue(conversation_id), max_message_chars())
 
     # -- turns -------------------------------------------------------------------------------------
-    def _begin(self, text: Any, after: str | None = None) -> tuple[Dialogue, Message]:
+    def _begin(self, text: Any, after: str | None = None, turn: TurnOptions | None = None) -> tuple[Dialogue, Message]:
         """The working dialogue for a new user message: below the active leaf, or below ``after``."""
         cleaned = clean_message(text, self.max_chars)
         base = self.dialogue
@@ -151,23 +153,77 @@ class ChatSession:
             base = replace(self.store.load_dialogue(self.conversation_id, leaf=after), version=self.dialogue.version)
         parent = base.messages[-1].id if base.messages else None
         message = Message("user", cleaned, user_id=self.dialogue.user_id, id=str(uuid.uuid4()), parent_id=parent)
-        working = replace(base, messages=[*base.messages, message], state=copy.deepcopy(base.state))
+        working = replace(base, messages=[*base.messages, message], state=copy.deepcopy(base.state), turn=turn)
         return working, message
 
-    def send(self, text: str, *, after: str | None = None) -> Reply:
+    def send(self, text: str, *, after: str | None = None, turn: TurnOptions | None = None) -> Reply:
         """Answer one user message; the turn is stored before this returns.
 
         ``after`` (a message id) answers the message as a new branch below that message instead
-        of continuing the active branch; the new branch becomes the active one.
+        of continuing the active branch; the new branch becomes the active one. ``turn`` carries
+        what the request asks of this reply (sampling, stop sequences, a JSON schema).
         """
-        working, message = self._begin(text, after)
-        reply = self.bot.respond(working)
+        working, message = self._begin(text, after, turn)
+        reply = self._shaped(self.bot.respond(working), turn)
         self._commit(working, [message, self._reply_message(reply, message)], reply.effects)
         return reply
 
-    def stream(self, text: str, *, after: str | None = None) -> TurnStream:
+    def send_many(self, text: str, n: int, *, after: str | None = None, turn: TurnOptions | None = None) -> list[Reply]:
+        """``n`` candidate replies to one user message, produced at once (a language model decodes
+        them in one batch) and stored as siblings; the first one continues the conversation."""
+        if n < 1:
+            raise InvalidMessage("n must be at least 1")
+        if n == 1:
+            return [self.send(text, after=after, turn=turn)]
+        working, message = self._begin(text, after, turn)
+        copies = [replace(working, state=copy.deepcopy(working.state)) for _ in range(n)]
+        with ThreadPoolExecutor(max_workers=n) as pool:
+            replies = [self._shaped(r, turn) for r in pool.map(self.bot.respond, copies)]
+        order = [*range(1, n), 0]  # the first candidate is written last: it is the active branch
+        first = order[0]
+        self._commit(copies[first], [message, self._reply_message(replies[first], message)], replies[first].effects)
+        for i in order[1:]:
+            branch = replace(copies[i], messages=[*working.messages])
+            self._commit(branch, [self._reply_message(replies[i], message)], replies[i].effects)
+        return replies
+
+    def replay(self, text: str, reply_text: str | None) -> None:
+        """Store a turn a client already had (a stateless API sends the whole history): the bot
+        answers it to rebuild its state - unless its state is only the messages (``stateless``) -
+        and the client's version of the reply is what is stored, so that the next request's
+        history matches."""
+        working, message = self._begin(text)
+        if getattr(self.bot, "stateless", False) and reply_text is not None:
+            reply = Reply(reply_text)
+        else:
+            reply = self.bot.respond(working)
+        meta = {"replayed": True}
+        if reply_text is not None and reply_text.strip() != reply.text:
+            meta["bot_text"] = reply.text
+        stored = replace(reply, text=reply_text.strip() if reply_text is not None else reply.text)
+        stored.meta = {**reply.meta, **meta}
+        self._commit(working, [message, self._reply_message(stored, message)], reply.effects)
+
+    def _shaped(self, reply: Reply, turn: TurnOptions | None) -> Reply:
+        """``reply`` cut at the turn's stop sequences and ``max_tokens`` (in words), for bots that do
+        not honour them themselves."""
+        if turn is None or not (turn.stop or turn.max_tokens):
+            return reply
+        handled = getattr(self.bot, "turn_options", frozenset())
+        text, reason = reply.text, reply.finish_reason
+        if turn.stop and "stop" not in handled:
+            cuts = [text.find(s) for s in turn.stop if s in text]
+            if cuts:
+                text = text[: min(cuts)].rstrip()
+        if turn.max_tokens and "max_tokens" not in handled:
+            words = text.split()
+            if len(words) > turn.max_tokens:
+                text, reason = " ".join(words[: turn.max_tokens]), "length"
+        return replace(reply, text=text, finish_reason=reason) if text != reply.text else reply
+
+    def stream(self, text: str, *, after: str | None = None, turn: TurnOptions | None = None) -> TurnStream:
         """The reply in pieces as the bot produces them (see :class:`TurnStream`)."""
-        working, message = self._begin(text, after)
+        working, message = self._begin(text, after, turn)
         return TurnStream(self, working, message)
 
     def regenerate(self, reply_id: str | None = None) -> Reply:
@@ -309,7 +365,7 @@ class TurnStream(Iterator[str]):
             return piece
 
     def _answer_whole(self) -> str:
-        whole = self.session.bot.respond(self.working)
+        whole = self.session._shaped(self.session.bot.respond(self.working), self.working.turn)
         self._finish(whole)
         return whole.text
 

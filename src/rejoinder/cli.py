@@ -226,6 +226,103 @@ def db_command(
         raise _fail(exc) from None
 
 
+@app.command("serve")
+def serve_command(
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="Server config (YAML): bots, host, keys.")
+    ] = None,
+    host: Annotated[str | None, typer.Option(help="Address to listen on (default 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default 8000).")] = None,
+    workers: Annotated[int, typer.Option(help="Server processes sharing the port (and the database).")] = 1,
+    no_keys: Annotated[
+        bool, typer.Option("--no-keys", help="Serve without API keys even off loopback (anyone who reaches it).")
+    ] = False,
+    db: DbOption = None,
+) -> None:
+    """Serve every bot over HTTP: the OpenAI-compatible API at /v1, conversations at /api, docs at /docs."""
+    import json
+    import os
+
+    import uvicorn
+
+    from rejoinder.server.config import ServerConfig, load_server_config
+
+    try:
+        settings = load_server_config(config) if config else ServerConfig()
+        if host:
+            settings.host = host
+        if port:
+            settings.port = port
+        if no_keys:
+            settings.keys = "off"
+        settings.check()
+    except RejoinderError as exc:
+        raise _fail(exc) from None
+    if db:
+        os.environ["REJOINDER_DB_URL"] = db
+    os.environ["REJOINDER_SERVER_CONFIG"] = str(config.resolve()) if config else ""
+    os.environ["REJOINDER_SERVER_OVERRIDES"] = json.dumps({"host": settings.host, "port": settings.port,
+                                                           "keys": settings.keys})  # fmt: skip
+    keys = "required" if settings.keys_required() else "not required (loopback)" if settings.keys == "auto" else "off"
+    console.print(
+        f"Rejoinder on http://{settings.host}:{settings.port}  (OpenAI API: /v1, conversations: /api, docs: /docs; "
+        f"API keys {keys}; bots: {', '.join(b.name for b in settings.bots) or 'every registered bot'})",
+        highlight=False,
+    )
+    uvicorn.run("rejoinder.server.app:app_from_env", factory=True, host=settings.host, port=settings.port,
+                workers=workers, log_level="info", timeout_graceful_shutdown=5)  # fmt: skip
+
+
+keys_app = typer.Typer(help="API keys of the server: create, list, revoke.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+
+@keys_app.command("create")
+def keys_create(
+    name: Annotated[str, typer.Option("--name", help="Who the key is for (unique).")],
+    role: Annotated[str, typer.Option("--role", help="user or admin.")] = "user",
+    db: DbOption = None,
+) -> None:
+    """Create a key; its secret is printed once and only its hash is stored."""
+    from rejoinder.store import Store
+
+    try:
+        info, secret = Store(db).create_key(name, role)
+    except RejoinderError as exc:
+        raise _fail(exc) from None
+    console.print(f"key {escape(info.name)} ({info.role}): {secret}", highlight=False, soft_wrap=True)
+    err_console.print("Keep it now: it is not shown again.", highlight=False)
+
+
+@keys_app.command("list")
+def keys_list(db: DbOption = None) -> None:
+    """List keys (names, roles, prefixes; never the secrets)."""
+    from rejoinder.store import Store
+
+    try:
+        keys = Store(db).list_keys()
+    except RejoinderError as exc:
+        raise _fail(exc) from None
+    table = Table("name", "role", "prefix", "created (UTC)", "last used", "revoked", box=None, header_style="bold")
+    for k in keys:
+        table.add_row(k.name, k.role, k.prefix + "…", f"{k.created_at:%Y-%m-%d %H:%M}",
+                      f"{k.last_used_at:%Y-%m-%d %H:%M}" if k.last_used_at else "",
+                      f"{k.revoked_at:%Y-%m-%d %H:%M}" if k.revoked_at else "")  # fmt: skip
+    console.print(table, crop=False, soft_wrap=True)
+
+
+@keys_app.command("revoke")
+def keys_revoke(name: Annotated[str, typer.Argument(help="The key's name (or id).")], db: DbOption = None) -> None:
+    """Revoke a key: requests with it get 401 from then on."""
+    from rejoinder.store import Store
+
+    try:
+        info = Store(db).revoke_key(name)
+    except RejoinderError as exc:
+        raise _fail(exc) from None
+    console.print(f"revoked {escape(info.name)}", highlight=False)
+
+
 train_app = typer.Typer(help="Train bots: import corpora, fit models.", no_args_is_help=True)
 retrieval_app = typer.Typer(
     help="Look after the retrieval bot's memory: review, approve, forget.", no_args_is_help=True

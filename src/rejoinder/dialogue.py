@@ -21,6 +21,7 @@ conversations at once: nothing a turn produces is kept on the bot.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import threading
 from collections.abc import Callable, Generator
@@ -64,6 +65,22 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+ROOT_DIGEST = hashlib.sha256(b"rejoinder-history").hexdigest()
+"""The digest of an empty history."""
+
+
+def chain_digest(parent: str | None, role: str, text: str) -> str:
+    """The digest of a history: the parent's digest extended by one message.
+
+    Only what a client of a stateless chat API sends back counts: user and assistant messages, not
+    system prompts, and not an assistant's opening remark before the first user message (clients
+    that never saw the greeting send histories without it)."""
+    parent = parent or ROOT_DIGEST
+    if role not in ("user", "assistant") or (role == "assistant" and parent == ROOT_DIGEST):
+        return parent
+    return hashlib.sha256(f"{parent}\x1f{role}\x1f{text}".encode("utf-8", "surrogatepass")).hexdigest()
+
+
 @dataclass(frozen=True)
 class Message:
     """One utterance in a conversation.
@@ -99,6 +116,23 @@ class Reply:
     effects: list[Effect] = field(default_factory=list, repr=False)
 
 
+@dataclass(frozen=True)
+class TurnOptions:
+    """What one request asks of one reply, beside the bot's own options (the sampling fields of the
+    OpenAI chat API). None leaves the bot's setting. A bot that honours them itself lists them in
+    its ``turn_options`` attribute; for any other bot the session applies ``stop`` and
+    ``max_tokens`` (in words) to the reply's text, and the rest does not concern it."""
+
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    json_schema: dict[str, Any] | None = None
+    system: str | None = None
+    """A system prompt for this turn (the request's system message)."""
+
+
 @dataclass
 class Dialogue:
     """A conversation as a bot sees it: the history plus the state the bot tracks."""
@@ -110,6 +144,8 @@ class Dialogue:
     user_id: str | None = None
     version: int = 0
     """How many times the state has been saved; the store uses it to refuse lost updates."""
+    turn: TurnOptions | None = None
+    """What the request being answered asks of this reply (never stored)."""
 
     @property
     def last_user_message(self) -> Message | None:

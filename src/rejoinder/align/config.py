@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
+from rejoinder.configfile import read_yaml_mapping
 from rejoinder.errors import ConfigError
 
 C = TypeVar("C")
@@ -131,25 +132,6 @@ def build(cls: type[C], values: Mapping[str, Any], where: str) -> C:
         except ConfigError as exc:
             raise ConfigError(f"{where}: {exc}") from None
     return config
-
-
-def read_yaml_mapping(path: Path, expected: str = "a mapping of settings") -> dict[str, Any]:
-    """The YAML file ``path`` as a mapping (empty file: {}); errors name the file, the line and what is expected."""
-    import yaml
-
-    try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"config {path}: cannot read it: {exc.strerror or exc}") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f" line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"config {path}{line}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"config {path}: expected {expected}, got {type(data).__name__}")
-    return data
 
 
 def load_config(cls: type[C], path: Path | None = None, overrides: Mapping[str, Any] | None = None) -> C:

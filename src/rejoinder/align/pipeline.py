@@ -25,7 +25,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from rejoinder.align.config import build, read_yaml_mapping
+from rejoinder.align.config import build
+from rejoinder.configfile import read_yaml_mapping
 from rejoinder.errors import ConfigError
 
 STAGES = ("curate", "sft", "reward", "rl", "eval")

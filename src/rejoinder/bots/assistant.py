@@ -95,6 +95,8 @@ class AssistantBot:
         self.params = params or GenerationParams()
         self.name = name
         self.greeting = greeting
+        self.turn_options = frozenset({"max_tokens", "temperature", "top_p", "seed", "stop", "json_schema", "system"})
+        self.stateless = True  # the state is the messages: a history is replayed without generating again
 
     @staticmethod
     def _checked(backend: Backend) -> Backend:
@@ -145,13 +147,29 @@ class AssistantBot:
         ]
         while turns and turns[0]["role"] == "assistant" and self.greeting and turns[0]["content"] == self.greeting:
             turns = turns[1:]
-        budget = self.backend.context_window - self.params.max_new_tokens
+        params = self.turn_params(dialogue)
+        budget = self.backend.context_window - params.max_new_tokens
         if budget < 16:
             raise ConfigError(
-                f"max_new_tokens={self.params.max_new_tokens} leaves no room for the chat in a "
+                f"max_new_tokens={params.max_new_tokens} leaves no room for the chat in a "
                 f"{self.backend.context_window}-token context"
             )
-        return fit_history(self.system_prompt, turns, self.backend.count_chat_tokens, budget)
+        turn = dialogue.turn
+        system = turn.system if turn is not None and turn.system is not None else self.system_prompt
+        return fit_history(system or None, turns, self.backend.count_chat_tokens, budget)
+
+    def turn_params(self, dialogue: Dialogue) -> GenerationParams:
+        """The bot's sampling parameters with what this turn's request asks instead."""
+        turn = dialogue.turn
+        if turn is None:
+            return self.params
+        return self.params.with_(
+            max_new_tokens=turn.max_tokens,
+            temperature=turn.temperature,
+            top_p=turn.top_p,
+            seed=turn.seed,
+            stop=(*self.params.stop, *turn.stop) if turn.stop else None,
+        )
 
     def stream(self, dialogue: Dialogue, cancel: Cancel | None = None) -> ReplyPieces:
         """Yield the reply in pieces; return the Reply (see the module docstring)."""
@@ -160,7 +178,8 @@ class AssistantBot:
         started, first = time.perf_counter(), None
         pieces: list[str] = []
         finish = Finish("stop")
-        source = self.backend.stream_chat(messages, self.params, cancel)
+        schema = dialogue.turn.json_schema if dialogue.turn is not None else None
+        source = self.backend.stream_chat(messages, self.turn_params(dialogue), cancel, json_schema=schema)
         try:
             while not cancel.is_set:
                 try:
@@ -184,6 +203,7 @@ class AssistantBot:
             "first_piece_s": round(first, 3) if first is not None else None,
             "seconds": round(time.perf_counter() - started, 3),
             "tokens": finish.tokens,
+            "prompt_tokens": self.backend.count_chat_tokens(messages),
             "finish_reason": reason,
         }
         return Reply("".join(pieces).strip(), meta=meta, finish_reason=reason)

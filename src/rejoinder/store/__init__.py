@@ -20,7 +20,9 @@ who gave it.
 
 from __future__ import annotations
 
+import hashlib
 import os
+import secrets
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -34,9 +36,9 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from rejoinder.dialogue import Dialogue, Effect, Message, storable, utcnow
+from rejoinder.dialogue import ROOT_DIGEST, Dialogue, Effect, Message, chain_digest, storable, utcnow
 from rejoinder.errors import ConcurrentUpdate, ConversationNotFound, InvalidMessage, MessageNotFound, StoreError
-from rejoinder.store.models import BotState, Conversation, FeedbackRow, MessageRow
+from rejoinder.store.models import ApiKey, BotState, Conversation, FeedbackRow, MessageRow
 
 ENV_URL = "REJOINDER_DB_URL"
 FEEDBACK_KINDS = ("rating", "comment", "ranking", "choice", "form")
@@ -266,11 +268,19 @@ class Store:
                 raise ConversationNotFound(conversation_id)
             return self._info(s, row)
 
-    def list_conversations(self, *, limit: int = 20, user_id: str | None = None) -> list[ConversationInfo]:
+    def list_conversations(
+        self, *, limit: int = 20, user_id: str | None = None, before: datetime | None = None, anonymous: bool = False
+    ) -> list[ConversationInfo]:
+        """Newest first; ``before`` pages on (conversations last updated before it); ``anonymous``
+        lists only those without a user."""
         with self.session() as s:
-            query = select(Conversation).order_by(Conversation.updated_at.desc()).limit(limit)
+            query = select(Conversation).order_by(Conversation.updated_at.desc(), Conversation.id).limit(limit)
             if user_id is not None:
                 query = query.where(Conversation.user_id == user_id)
+            elif anonymous:
+                query = query.where(Conversation.user_id.is_(None))
+            if before is not None:
+                query = query.where(Conversation.updated_at < before)
             return [self._info(s, row) for row in s.scalars(query)]
 
     def delete_conversation(self, conversation_id: str) -> None:
@@ -397,8 +407,14 @@ class Store:
             self._bump(s, conversation_id, state, expected_version, now)
             last = s.scalar(select(func.max(MessageRow.seq)).where(MessageRow.conversation_id == conversation_id))
             seq = (last or 0) + 1
+            digest = (
+                s.scalar(select(MessageRow.chain_digest).where(MessageRow.message_id == parent))
+                if parent is not None
+                else None
+            )
             for offset, message in enumerate(messages):
                 message_id = message.id or str(uuid.uuid4())
+                digest = chain_digest(digest, message.role, storable(message.text))
                 s.add(
                     MessageRow(
                         conversation_id=conversation_id,
@@ -412,6 +428,7 @@ class Store:
                         user_id=message.user_id,
                         created_at=message.created_at,
                         meta=storable(message.meta),
+                        chain_digest=digest,
                     )
                 )
                 parent = message_id
@@ -448,6 +465,28 @@ class Store:
             conversation.active_leaf = message_id
             conversation.updated_at = now
         return expected_version + 1
+
+    def find_history(self, digests: Sequence[str], *, bot: str, user_id: str | None) -> tuple[str, str, str] | None:
+        """The stored message that ends the longest of the histories ``digests`` (longest first, each a
+        :func:`~rejoinder.dialogue.chain_digest`), among ``user_id``'s conversations with ``bot``:
+        ``(conversation_id, message_id, digest)``, the most recent when several match; None when none does."""
+        wanted = [d for d in dict.fromkeys(digests) if d != ROOT_DIGEST]
+        if not wanted:
+            return None
+        rank = {d: i for i, d in enumerate(wanted)}
+        with self.session() as s:
+            query = (
+                select(MessageRow.conversation_id, MessageRow.message_id, MessageRow.chain_digest)
+                .join(Conversation, Conversation.id == MessageRow.conversation_id)
+                .where(MessageRow.chain_digest.in_(wanted), Conversation.bot == bot)
+                .where(Conversation.user_id.is_(None) if user_id is None else Conversation.user_id == user_id)
+                .order_by(MessageRow.created_at.desc(), MessageRow.seq.desc())
+            )
+            found = list(s.execute(query).all())
+        if not found:
+            return None
+        best = min(found, key=lambda row: rank[row[2]])  # the longest history; the newest among equals
+        return best[0], best[1], best[2]
 
     def siblings(self, message_id: str) -> list[Message]:
         """The messages that share ``message_id``'s parent (itself included), oldest first."""
@@ -513,3 +552,88 @@ class Store:
                 if wanted is not None:
                     query = query.where(column == wanted)
             return [self._feedback(row) for row in s.scalars(query)]
+
+    # -- API keys --------------------------------------------------------------------------------------
+    def create_key(self, name: str, role: str = "user") -> tuple[KeyInfo, str]:
+        """A new API key: its record and the secret, which is shown once and stored only as a hash."""
+        if role not in KEY_ROLES:
+            raise InvalidMessage(f"key role {role!r}: expected one of {', '.join(KEY_ROLES)}")
+        name = name.strip()
+        if not name or len(name) > 100:
+            raise InvalidMessage("a key needs a name of 1 to 100 characters")
+        secret = "rj-" + secrets.token_urlsafe(32)
+        now = utcnow()
+        with self.session() as s:
+            if s.scalar(select(ApiKey).where(ApiKey.name == name)) is not None:
+                raise InvalidMessage(f"a key named {name!r} exists already; revoke it or choose another name")
+            row = ApiKey(
+                id=str(uuid.uuid4()),
+                name=name,
+                role=role,
+                secret_hash=_secret_hash(secret),
+                prefix=secret[:10],
+                created_at=now,
+                revoked_at=None,
+                last_used_at=None,
+            )
+            s.add(row)
+            return self._key(row), secret
+
+    @staticmethod
+    def _key(row: ApiKey) -> KeyInfo:
+        return KeyInfo(
+            row.id,
+            row.name,
+            row.role,
+            row.prefix,
+            _aware(row.created_at),
+            _aware(row.revoked_at) if row.revoked_at else None,
+            _aware(row.last_used_at) if row.last_used_at else None,
+        )
+
+    def list_keys(self) -> list[KeyInfo]:
+        with self.session() as s:
+            return [self._key(row) for row in s.scalars(select(ApiKey).order_by(ApiKey.created_at))]
+
+    def revoke_key(self, name_or_id: str) -> KeyInfo:
+        with self.session() as s:
+            row = s.scalar(select(ApiKey).where((ApiKey.name == name_or_id) | (ApiKey.id == name_or_id)))
+            if row is None:
+                raise InvalidMessage(f"no API key named {name_or_id!r} (see rejoinder keys list)")
+            if row.revoked_at is None:
+                row.revoked_at = utcnow()
+            return self._key(row)
+
+    def check_key(self, secret: str) -> KeyInfo | None:
+        """The live key whose secret is ``secret``, or None (unknown or revoked)."""
+        with self.session() as s:
+            row = s.scalar(select(ApiKey).where(ApiKey.secret_hash == _secret_hash(secret)))
+            if row is None or row.revoked_at is not None:
+                return None
+            now = utcnow()
+            if row.last_used_at is None or (now - _aware(row.last_used_at)).total_seconds() > 60:
+                row.last_used_at = now  # at most once a minute: a busy key does not write on every request
+            return self._key(row)
+
+
+KEY_ROLES = ("user", "admin")
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    id: str
+    name: str
+    role: str
+    prefix: str
+    created_at: datetime
+    revoked_at: datetime | None
+    last_used_at: datetime | None
+
+    @property
+    def user_id(self) -> str:
+        """Whose conversations this key sees."""
+        return f"key:{self.name}"
+
+
+def _secret_hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode("utf-8", "surrogatepass")).hexdigest()

@@ -53,6 +53,9 @@ class MessageRow(Base):
     user_id: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime]
     meta: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    chain_digest: Mapped[str | None] = mapped_column(String(64), index=True)
+    """The digest of the history up to this message, as a client of a stateless API sees it
+    (:func:`rejoinder.dialogue.chain_digest`): how a request's history finds its conversation."""
 
     conversation: Mapped[Conversation] = relationship(back_populates="messages")
 
@@ -188,4 +191,24 @@ class RetrievalImport(Base):
 
     __table_args__ = (
         UniqueConstraint("collection", "corpus", "window", name="uq_retrieval_imports_collection_corpus_window"),
+    )
+
+
+class ApiKey(Base):
+    """An API key of the server: only the SHA-256 of the secret is kept, with a prefix to recognise it."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    role: Mapped[str] = mapped_column(String(20))
+    secret_hash: Mapped[str] = mapped_column(String(64))
+    prefix: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None]
+    last_used_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        UniqueConstraint("secret_hash", name="uq_api_keys_secret_hash"),
+        UniqueConstraint("name", name="uq_api_keys_name"),
     )

@@ -1,0 +1,336 @@
+"""The FastAPI application: the served bots, who is calling, limits, and the routes of both APIs.
+
+Every conversation goes through :class:`~rejoinder.chat.ChatSession` on one store; every bot comes
+from the store's shared pool, so all conversations with one bot share its instance (one model,
+one decoding batch for every concurrent LLM chat). Requests run in worker threads; a streamed
+reply is read from its :class:`~rejoinder.chat.TurnStream` off the event loop, and a client that
+disconnects cancels it (the partial reply is stored, marked cancelled).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from rejoinder.bots import bot_entry, pool_for
+from rejoinder.chat import TurnStream, prepare_bot
+from rejoinder.dialogue import Bot, PreparingBot, Progress
+from rejoinder.errors import RejoinderError
+from rejoinder.server.config import ServedBot, ServerConfig, default_bots
+from rejoinder.server.errors import ApiError, error_body, from_rejoinder, install
+from rejoinder.store import Store
+
+log = logging.getLogger("rejoinder.server")
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is calling: a key's owner, or the anonymous local user."""
+
+    user_id: str | None
+    role: str
+    key: str | None = None
+
+    @property
+    def admin(self) -> bool:
+        return self.role == "admin"
+
+
+@dataclass
+class Served:
+    """One served bot: its configuration, its shared instance and how far its preparation is."""
+
+    spec: ServedBot
+    options: dict[str, Any] = field(default_factory=dict)
+    bot: Bot | None = None
+    error: str | None = None
+    progress: Progress | None = None
+    preparing: bool = False
+
+    def ready(self) -> bool:
+        if self.bot is None:
+            return False
+        if isinstance(self.bot, PreparingBot):
+            return self.bot.readiness().ready
+        return True
+
+    def status(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"ready": self.ready() and self.error is None}
+        if self.error:
+            out["error"] = self.error
+        elif isinstance(self.bot, PreparingBot):
+            readiness = self.bot.readiness()
+            out["detail"] = readiness.detail
+            out["complete"] = readiness.complete
+        if self.progress is not None and not out["ready"]:
+            p = self.progress
+            out["progress"] = {"stage": p.stage, "done": p.done, "total": p.total, "detail": p.detail}
+        return out
+
+
+class RateLimiter:
+    """A sliding window of request times per caller, and a count of open streams."""
+
+    def __init__(self, per_minute: int, streams: int) -> None:
+        self.per_minute, self.streams = per_minute, streams
+        self.times: dict[str, deque[float]] = {}
+        self.open: dict[str, int] = {}
+        self.lock = threading.Lock()
+
+    def request(self, who: str) -> None:
+        now = time.monotonic()
+        with self.lock:
+            window = self.times.setdefault(who, deque())
+            while window and now - window[0] > 60:
+                window.popleft()
+            if len(window) >= self.per_minute:
+                retry = max(1, int(60 - (now - window[0])) + 1)
+                raise ApiError(429, f"rate limit: {self.per_minute} requests a minute", code="rate_limited",
+                               headers={"Retry-After": str(retry)})  # fmt: skip
+            window.append(now)
+
+    @contextlib.contextmanager
+    def stream(self, who: str) -> Iterator[None]:
+        with self.lock:
+            if self.open.get(who, 0) >= self.streams:
+                raise ApiError(429, f"at most {self.streams} streams at once", code="too_many_streams",
+                               headers={"Retry-After": "1"})  # fmt: skip
+            self.open[who] = self.open.get(who, 0) + 1
+        try:
+            yield
+        finally:
+            with self.lock:
+                self.open[who] -= 1
+
+
+class Server:
+    """What the routes share: the config, the store, the served bots, the limits."""
+
+    def __init__(self, config: ServerConfig, store: Store) -> None:
+        self.config = config
+        self.store = store
+        self.served = {b.name: Served(b) for b in (config.bots or default_bots())}
+        self.limits = RateLimiter(config.requests_per_minute, config.streams_per_caller)
+        self.busy: set[str] = set()
+        self.busy_lock = threading.Lock()
+        self.ignored_fields: set[str] = set()
+
+    # -- bots ----------------------------------------------------------------------------------------
+    def served_bot(self, name: str, param: str = "model") -> Served:
+        served = self.served.get(name)
+        if served is None:
+            names = ", ".join(self.served)
+            raise ApiError(404, f"the model {name!r} does not exist; served: {names}", param=param,
+                           code="model_not_found")  # fmt: skip
+        return served
+
+    def build(self, served: Served) -> Bot:
+        if served.bot is None:
+            spec = served.spec
+            try:
+                served.bot, served.options = pool_for(self.store).get(spec.bot, spec.options, where=spec.where,
+                                                                      base=spec.base)  # fmt: skip
+            except RejoinderError as exc:
+                served.error = str(exc)
+                raise ApiError(503, f"bot {spec.name} cannot start: {exc}", code="bot_unavailable") from None
+        return served.bot
+
+    def ready_bot(self, served: Served) -> Bot:
+        """The bot, or 503 with its preparation's progress while it is not ready."""
+        bot = self.build(served)
+        if served.error:
+            raise ApiError(503, f"bot {served.spec.name} cannot start: {served.error}", code="bot_unavailable")
+        if not served.ready():
+            if not served.preparing:
+                self.prepare_in_background(served)
+            raise ApiError(503, f"bot {served.spec.name} is being prepared; try again shortly", code="bot_preparing",
+                           headers={"Retry-After": "2"}, extra={"status": served.status()})  # fmt: skip
+        return bot
+
+    def prepare_in_background(self, served: Served) -> None:
+        if served.preparing:
+            return
+        served.preparing = True
+
+        def run() -> None:
+            try:
+                bot = self.build(served)
+                prepare_bot(bot, lambda p: setattr(served, "progress", p))
+            except ApiError:
+                pass
+            except Exception as exc:  # a failed preparation is shown at /api/bots and in 503s
+                served.error = f"{type(exc).__name__}: {exc}"
+                log.exception("preparing %s failed", served.spec.name)
+            finally:
+                served.preparing = False
+
+        threading.Thread(target=run, name=f"prepare-{served.spec.name}", daemon=True).start()
+
+    # -- conversations -------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def turn(self, conversation_id: str) -> Iterator[None]:
+        """One turn at a time per conversation: a second one at once gets 409."""
+        with self.busy_lock:
+            if conversation_id in self.busy:
+                raise ApiError(409, f"conversation {conversation_id} is answering another message",
+                               code="conversation_busy")  # fmt: skip
+            self.busy.add(conversation_id)
+        try:
+            yield
+        finally:
+            with self.busy_lock:
+                self.busy.discard(conversation_id)
+
+    def owned(self, conversation_id: str, caller: Caller) -> Any:
+        """The conversation's record, if the caller may see it (others' are 404, as if absent)."""
+        try:
+            info = self.store.get_conversation(conversation_id)
+        except RejoinderError as exc:
+            raise from_rejoinder(exc) from None
+        if info.user_id != caller.user_id and not caller.admin:
+            raise ApiError(404, f"no conversation {conversation_id}", code="not_found")
+        return info
+
+    def note_ignored(self, fields: set[str]) -> None:
+        new = fields - self.ignored_fields
+        if new:
+            self.ignored_fields |= new
+            log.info("ignoring request field(s) this server does not use: %s", ", ".join(sorted(new)))
+
+
+def caller_of(request: Request) -> Caller:
+    server: Server = request.app.state.server
+    header = request.headers.get("authorization", "")
+    secret = header[7:].strip() if header.lower().startswith("bearer ") else ""
+    info = server.store.check_key(secret) if secret else None
+    if info is not None:
+        caller = Caller(info.user_id, info.role, info.name)
+    elif server.config.keys_required():
+        if not secret:
+            raise ApiError(401, "an API key is required: send Authorization: Bearer <key>", code="missing_api_key")
+        raise ApiError(401, "the API key is not valid (unknown or revoked)", code="invalid_api_key")
+    else:
+        caller = Caller(None, "admin")  # the local operator
+    server.limits.request(caller.key or (request.client.host if request.client else "local"))
+    return caller
+
+
+def check_client_options(bot: str, options: dict[str, Any]) -> None:
+    """Refuse options a client may not set (files, URLs, models, threads): only the operator may."""
+    entry = bot_entry(bot)
+    try:
+        entry.check(options, client=True)
+    except RejoinderError as exc:
+        raise ApiError(400, str(exc), param="options", code="invalid_option") from None
+
+
+async def pieces_of(stream: TurnStream) -> AsyncIterator[str]:
+    """The stream's pieces, each read in a worker thread; cancelled streams (a client that went
+    away) are committed as cancelled."""
+    done = object()
+    try:
+        while True:
+            piece = await anyio.to_thread.run_sync(next, stream, done)
+            if piece is done:
+                return
+            yield piece
+    finally:
+        if not stream.done:
+            with anyio.CancelScope(shield=True):  # runs even while the request is being cancelled
+                await anyio.to_thread.run_sync(stream.close)
+
+
+class BodyLimit:
+    """Refuse bodies over the limit with 413 before they are read whole (Content-Length or counted)."""
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            await self._refuse(send)
+            return
+        seen = 0
+
+        async def counted() -> Any:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, counted, send)
+        except _TooLarge:
+            await self._refuse(send)
+
+    async def _refuse(self, send: Any) -> None:
+        response = JSONResponse(
+            error_body(413, f"the request body is over {self.limit} bytes", None, "body_too_large"), status_code=413
+        )
+        await response({"type": "http"}, None, send)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def create_app(config: ServerConfig | None = None, store: Store | None = None) -> FastAPI:
+    """The server's ASGI application (``rejoinder serve`` runs it under uvicorn)."""
+    from rejoinder.server import conversations, openai_api
+
+    config = config or ServerConfig()
+    config.check()
+    store = store or Store()
+    server = Server(config, store)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if config.prepare:
+            for served in server.served.values():
+                server.prepare_in_background(served)
+        yield
+
+    app = FastAPI(
+        title="Rejoinder",
+        summary="Every Rejoinder bot behind an OpenAI-compatible API and a conversations API.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.state.server = server
+    install(app)
+    app.include_router(openai_api.router)
+    app.include_router(conversations.router)
+    app.add_middleware(BodyLimit, limit=config.max_body_bytes)
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """The app ``rejoinder serve`` starts in each worker: the config file and the command line's
+    overrides come through the environment."""
+    import json
+    import os
+
+    from rejoinder.server.config import load_server_config
+
+    path = os.environ.get("REJOINDER_SERVER_CONFIG")
+    config = load_server_config(path) if path else ServerConfig()
+    for key, value in json.loads(os.environ.get("REJOINDER_SERVER_OVERRIDES") or "{}").items():
+        setattr(config, key, value)
+    return create_app(config)
