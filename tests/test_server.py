@@ -257,7 +257,8 @@ def test_keys_separate_users_and_guard_admin_routes(tmp_path):
     _, ann = store.create_key("ann")
     _, bob = store.create_key("bob")
     _, root = store.create_key("root", "admin")
-    running = Running(ServerConfig(port=free_port(), keys="required", bots=[ServedBot("eliza", "eliza")]), store)
+    config = ServerConfig(port=free_port(), keys="required", bots=[ServedBot("eliza", "eliza")], requests_per_minute=10)
+    running = Running(config, store)
     try:
         with pytest.raises(openai.AuthenticationError):
             running.client("wrong").chat.completions.create(model="eliza", messages=[{"role": "user", "content": "hi"}])
@@ -271,6 +272,72 @@ def test_keys_separate_users_and_guard_admin_routes(tmp_path):
         assert httpx.get(f"{running.url}/api/keys", headers={"authorization": f"Bearer {ann}"}).status_code == 403
         assert httpx.get(f"{running.url}/api/keys", headers={"authorization": f"Bearer {root}"}).status_code == 200
         assert httpx.get(f"{running.url}/v1/models").status_code == 401
+        burst = [httpx.get(f"{running.url}/v1/models", headers={"authorization": f"Bearer {ann}"}) for _ in range(10)]
+        limited = [r for r in burst if r.status_code == 429]
+        assert limited and int(limited[0].headers["retry-after"]) >= 1  # ann's key is limited, bob's is not
+        assert httpx.get(f"{running.url}/v1/models", headers={"authorization": f"Bearer {bob}"}).status_code == 200
     finally:
         running.stop()
         store.close()
+
+
+def test_rejoinder_serve_starts_a_real_server_and_keys_come_from_the_cli(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    env = {**os.environ, "REJOINDER_DB_URL": f"sqlite:///{tmp_path / 'cli.db'}", "COLUMNS": "250",
+           "HF_HUB_OFFLINE": "1"}  # fmt: skip
+    rejoinder = [sys.executable, "-m", "rejoinder.cli"]
+    created = subprocess.run([*rejoinder, "keys", "create", "--name", "ann"], capture_output=True, text=True, env=env)
+    assert created.returncode == 0, created.stderr
+    secret = created.stdout.split(": ")[-1].strip()
+    assert secret.startswith("rj-") and "not shown again" in created.stderr
+    listed = subprocess.run([*rejoinder, "keys", "list"], capture_output=True, text=True, env=env)
+    assert "ann" in listed.stdout and secret not in listed.stdout
+    config = tmp_path / "server.yaml"
+    port = free_port()
+    config.write_text(f"port: {port}\nkeys: required\nbots:\n  - eliza\n", encoding="utf-8")
+    server = subprocess.Popen([*rejoinder, "serve", "--config", str(config)], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                response = httpx.get(
+                    f"http://127.0.0.1:{port}/v1/models", headers={"authorization": f"Bearer {secret}"}
+                )
+                break
+            except httpx.ConnectError:
+                assert time.monotonic() < deadline and server.poll() is None, (
+                    server.stdout.read() if server.stdout else ""
+                )
+                time.sleep(0.3)
+        assert [m["id"] for m in response.json()["data"]] == ["eliza"]
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=secret, max_retries=0)
+        reply = client.chat.completions.create(model="eliza", messages=[{"role": "user", "content": "I am sad"}])
+        assert reply.choices[0].message.content
+        revoked = subprocess.run([*rejoinder, "keys", "revoke", "ann"], capture_output=True, text=True, env=env)
+        assert revoked.returncode == 0
+        with pytest.raises(openai.AuthenticationError):
+            client.chat.completions.create(model="eliza", messages=[{"role": "user", "content": "I am sad"}])
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(20)
+
+
+def test_a_bad_server_config_names_the_file_and_the_key(tmp_path):
+    from rejoinder.errors import SourceError
+    from rejoinder.server import load_server_config
+
+    path = tmp_path / "server.yaml"
+    path.write_text("port: 80000\n", encoding="utf-8")
+    with pytest.raises(SourceError, match="port 80000"):
+        load_server_config(path)
+    path.write_text("bots:\n  - {name: x, colour: red}\n", encoding="utf-8")
+    with pytest.raises(SourceError, match=r"bots\[0\]: unknown key\(s\) colour"):
+        load_server_config(path)
+    path.write_text("keys: sometimes\n", encoding="utf-8")
+    with pytest.raises(SourceError, match="keys 'sometimes'"):
+        load_server_config(path)

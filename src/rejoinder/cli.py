@@ -243,8 +243,14 @@ def serve_command(
     import json
     import os
 
-    import uvicorn
+    try:
+        import uvicorn
 
+        import rejoinder.server  # noqa: F401 - FastAPI and sse-starlette come with the server extra
+    except ImportError as exc:
+        raise _fail(
+            RejoinderError(f"the server needs the server extra: pip install 'rejoinder[server]' ({exc})")
+        ) from None
     from rejoinder.server.config import ServerConfig, load_server_config
 
     try:

@@ -26,7 +26,7 @@ from rejoinder.bots import bot_entry, pool_for
 from rejoinder.chat import TurnStream, prepare_bot
 from rejoinder.dialogue import Bot, PreparingBot, Progress
 from rejoinder.errors import RejoinderError
-from rejoinder.server.config import ServedBot, ServerConfig, default_bots
+from rejoinder.server.config import ServedBot, ServerConfig, default_bots, is_loopback
 from rejoinder.server.errors import ApiError, error_body, from_rejoinder, install
 from rejoinder.store import Store
 
@@ -221,7 +221,8 @@ def caller_of(request: Request) -> Caller:
         raise ApiError(401, "the API key is not valid (unknown or revoked)", code="invalid_api_key")
     else:
         caller = Caller(None, "admin")  # the local operator
-    server.limits.request(caller.key or (request.client.host if request.client else "local"))
+    if caller.key is not None or not is_loopback(server.config.host):  # the local operator is not limited
+        server.limits.request(caller.key or (request.client.host if request.client else "local"))
     return caller
 
 

@@ -51,7 +51,6 @@ class ServerConfig:
     max_n: int = 8
     requests_per_minute: int = 600
     streams_per_caller: int = 16
-    request_timeout_s: float = 300.0
     prepare: bool = True
     """Prepare every served bot in the background at start (the first requests get 503 until it is ready)."""
 
@@ -95,7 +94,7 @@ def load_server_config(path: str | Path) -> ServerConfig:
     p = Path(path)
     data = read_yaml_mapping(p)
     known = {"host", "port", "keys", "bots", "max_message_chars", "max_body_bytes", "max_n", "requests_per_minute",
-             "streams_per_caller", "request_timeout_s", "prepare"}  # fmt: skip
+             "streams_per_caller", "prepare"}  # fmt: skip
     unknown = sorted(set(data) - known)
     if unknown:
         raise SourceError(f"unknown key(s) {', '.join(unknown)}; expected {', '.join(sorted(known))}", path=p)
