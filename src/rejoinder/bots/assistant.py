@@ -179,7 +179,8 @@ class AssistantBot:
         pieces: list[str] = []
         finish = Finish("stop")
         schema = dialogue.turn.json_schema if dialogue.turn is not None else None
-        source = self.backend.stream_chat(messages, self.turn_params(dialogue), cancel, json_schema=schema)
+        extra = {"json_schema": schema} if schema is not None else {}
+        source = self.backend.stream_chat(messages, self.turn_params(dialogue), cancel, **extra)
         try:
             while not cancel.is_set:
                 try:
