@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 
@@ -12,14 +11,9 @@ import pytest
 
 from conftest import DOCTOR_1966, conversation_1966
 from llm_tiny import tiny_model_dir
+from serving import ServerProcess, free_port
 
 openai = pytest.importorskip("openai")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Running:
@@ -283,12 +277,11 @@ def test_keys_separate_users_and_guard_admin_routes(tmp_path):
 
 def test_rejoinder_serve_starts_a_real_server_and_keys_come_from_the_cli(tmp_path):
     import os
-    import signal
     import subprocess
     import sys
 
-    env = {**os.environ, "REJOINDER_DB_URL": f"sqlite:///{tmp_path / 'cli.db'}", "COLUMNS": "250",
-           "HF_HUB_OFFLINE": "1"}  # fmt: skip
+    db_url = f"sqlite:///{tmp_path / 'cli.db'}"
+    env = {**os.environ, "REJOINDER_DB_URL": db_url, "COLUMNS": "250", "HF_HUB_OFFLINE": "1"}
     rejoinder = [sys.executable, "-m", "rejoinder.cli"]
     created = subprocess.run([*rejoinder, "keys", "create", "--name", "ann"], capture_output=True, text=True, env=env)
     assert created.returncode == 0, created.stderr
@@ -297,25 +290,14 @@ def test_rejoinder_serve_starts_a_real_server_and_keys_come_from_the_cli(tmp_pat
     listed = subprocess.run([*rejoinder, "keys", "list"], capture_output=True, text=True, env=env)
     assert "ann" in listed.stdout and secret not in listed.stdout
     config = tmp_path / "server.yaml"
-    port = free_port()
-    config.write_text(f"port: {port}\nkeys: required\nbots:\n  - eliza\n", encoding="utf-8")
-    server = subprocess.Popen([*rejoinder, "serve", "--config", str(config)], env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    config.write_text("keys: required\nbots:\n  - eliza\n", encoding="utf-8")
+    server = ServerProcess(config, db_url)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                response = httpx.get(
-                    f"http://127.0.0.1:{port}/v1/models", headers={"authorization": f"Bearer {secret}"}
-                )
-                break
-            except httpx.ConnectError:
-                assert time.monotonic() < deadline and server.poll() is None, (
-                    server.stdout.read() if server.stdout else ""
-                )
-                time.sleep(0.3)
-        assert [m["id"] for m in response.json()["data"]] == ["eliza"]
-        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=secret, max_retries=0)
+        server.wait_ready(key=secret)
+        assert httpx.get(f"{server.url}/v1/models").status_code == 401
+        models = httpx.get(f"{server.url}/v1/models", headers={"authorization": f"Bearer {secret}"}).json()
+        assert [m["id"] for m in models["data"]] == ["eliza"]
+        client = openai.OpenAI(base_url=f"{server.url}/v1", api_key=secret, max_retries=0)
         reply = client.chat.completions.create(model="eliza", messages=[{"role": "user", "content": "I am sad"}])
         assert reply.choices[0].message.content
         revoked = subprocess.run([*rejoinder, "keys", "revoke", "ann"], capture_output=True, text=True, env=env)
@@ -323,8 +305,7 @@ def test_rejoinder_serve_starts_a_real_server_and_keys_come_from_the_cli(tmp_pat
         with pytest.raises(openai.AuthenticationError):
             client.chat.completions.create(model="eliza", messages=[{"role": "user", "content": "I am sad"}])
     finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(20)
+        server.stop()
 
 
 def test_a_bad_server_config_names_the_file_and_the_key(tmp_path):
@@ -341,3 +322,29 @@ def test_a_bad_server_config_names_the_file_and_the_key(tmp_path):
     path.write_text("keys: sometimes\n", encoding="utf-8")
     with pytest.raises(SourceError, match="keys 'sometimes'"):
         load_server_config(path)
+
+
+def test_a_reply_longer_than_the_request_timeout_is_stopped_and_kept_as_cancelled(tmp_path):
+    from rejoinder.server import ServedBot, ServerConfig
+    from rejoinder.store import Store
+
+    model = tiny_model_dir(tmp_path / "tiny")
+    bots = [ServedBot("tiny", "assistant", {"model": str(model), "backend": "torch", "max_new_tokens": 400})]
+    store = Store(f"sqlite:///{tmp_path / 'timeout.db'}")
+    running = Running(ServerConfig(port=free_port(), bots=bots, request_timeout_s=0.02), store)
+    try:
+        running.wait_ready("tiny")
+        with pytest.raises(openai.APIStatusError) as caught:
+            running.client().chat.completions.create(model="tiny", messages=[{"role": "user", "content": "Go on"}])
+        assert caught.value.status_code == 504 and "longer than" in str(caught.value)
+        stream = running.client().chat.completions.create(
+            model="tiny", messages=[{"role": "user", "content": "Go on and on"}], stream=True
+        )
+        with pytest.raises(openai.APIError, match="longer than"):
+            list(stream)
+        replies = [m for c in store.list_conversations(anonymous=True) for m in store.load_dialogue(c.id).messages
+                   if m.role == "assistant"]  # fmt: skip
+        assert replies and all(m.meta.get("cancelled") for m in replies)
+    finally:
+        running.stop()
+        store.close()

@@ -235,6 +235,30 @@ def check_client_options(bot: str, options: dict[str, Any]) -> None:
         raise ApiError(400, str(exc), param="options", code="invalid_option") from None
 
 
+class Deadline:
+    """Stops a streamed reply that takes longer than ``seconds`` (the turn is stored as cancelled)."""
+
+    def __init__(self, stream: TurnStream, seconds: float) -> None:
+        self.stream, self.seconds, self.fired = stream, seconds, False
+        self.timer = threading.Timer(seconds, self._fire)
+        self.timer.daemon = True
+
+    def _fire(self) -> None:
+        self.fired = True
+        self.stream.cancel()
+
+    def __enter__(self) -> Deadline:
+        self.timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.timer.cancel()
+
+    def error(self) -> ApiError:
+        return ApiError(504, f"the reply took longer than {self.seconds:g} s: it was stopped (kept as cancelled)",
+                        code="timeout")  # fmt: skip
+
+
 async def pieces_of(stream: TurnStream) -> AsyncIterator[str]:
     """The stream's pieces, each read in a worker thread; cancelled streams (a client that went
     away) are committed as cancelled."""

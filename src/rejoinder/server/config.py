@@ -51,6 +51,8 @@ class ServerConfig:
     max_n: int = 8
     requests_per_minute: int = 600
     streams_per_caller: int = 16
+    request_timeout_s: float = 300.0
+    """The longest one reply may take; it is then stopped (and stored as cancelled) and the client told so."""
     prepare: bool = True
     """Prepare every served bot in the background at start (the first requests get 503 until it is ready)."""
 
@@ -64,6 +66,8 @@ class ServerConfig:
     def check(self) -> None:
         if self.keys not in KEYS_MODES:
             raise ConfigError(f"keys {self.keys!r}: expected one of {', '.join(KEYS_MODES)}")
+        if self.request_timeout_s <= 0:
+            raise ConfigError("request_timeout_s must be above 0")
         if not 0 < self.port < 65536:
             raise ConfigError(f"port {self.port}: expected 1..65535")
         names = [b.name for b in self.bots]
@@ -94,7 +98,7 @@ def load_server_config(path: str | Path) -> ServerConfig:
     p = Path(path)
     data = read_yaml_mapping(p)
     known = {"host", "port", "keys", "bots", "max_message_chars", "max_body_bytes", "max_n", "requests_per_minute",
-             "streams_per_caller", "prepare"}  # fmt: skip
+             "streams_per_caller", "request_timeout_s", "prepare"}  # fmt: skip
     unknown = sorted(set(data) - known)
     if unknown:
         raise SourceError(f"unknown key(s) {', '.join(unknown)}; expected {', '.join(sorted(known))}", path=p)

@@ -34,6 +34,7 @@ TYPES = {
     422: "invalid_request_error",
     429: "rate_limit_error",
     503: "service_unavailable",
+    504: "timeout",
     500: "server_error",
 }
 

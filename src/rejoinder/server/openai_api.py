@@ -26,9 +26,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from sse_starlette.sse import EventSourceResponse
 
 from rejoinder.chat import ChatSession, clean_message
-from rejoinder.dialogue import ROOT_DIGEST, Reply, TurnOptions, chain_digest
+from rejoinder.dialogue import ROOT_DIGEST, Reply, StreamingBot, TurnOptions, chain_digest
 from rejoinder.errors import RejoinderError
-from rejoinder.server.app import Caller, Server, caller_of, pieces_of
+from rejoinder.server.app import Caller, Deadline, Server, caller_of, pieces_of
 from rejoinder.server.errors import ApiError, error_body, from_rejoinder
 
 router = APIRouter()
@@ -256,7 +256,16 @@ def chat_completions(body: ChatCompletionRequest, request: Request) -> Any:
     if body.stream:
         return _streamed(server, caller, session, body, last, after, turn, base, headers)
     with server.turn(cid):
-        replies = session.send_many(last, body.n, after=after, turn=turn)
+        if body.n == 1 and isinstance(bot, StreamingBot):  # a streamed turn read whole, so that it can time out
+            stream = session.stream(last, after=after, turn=turn)
+            with Deadline(stream, server.config.request_timeout_s) as deadline:
+                for _ in stream:
+                    pass
+            if deadline.fired:
+                raise deadline.error()
+            replies = [stream.reply] if stream.reply is not None else []
+        else:
+            replies = session.send_many(last, body.n, after=after, turn=turn)
     choices = [
         {"index": i, "message": {"role": "assistant", "content": r.text}, "finish_reason": _finish(r),
          "logprobs": None}
@@ -295,9 +304,12 @@ def _streamed(server: Server, caller: Caller, session: ChatSession, body: ChatCo
                 stream = await anyio.to_thread.run_sync(lambda: session.stream(last, after=after, turn=turn))
                 yield {"data": chunk([{"index": 0, "delta": {"role": "assistant", "content": ""},
                                        "finish_reason": None, "logprobs": None}])}  # fmt: skip
-                async for piece in pieces_of(stream):
-                    yield {"data": chunk([{"index": 0, "delta": {"content": piece}, "finish_reason": None,
-                                           "logprobs": None}])}  # fmt: skip
+                with Deadline(stream, server.config.request_timeout_s) as deadline:
+                    async for piece in pieces_of(stream):
+                        yield {"data": chunk([{"index": 0, "delta": {"content": piece}, "finish_reason": None,
+                                               "logprobs": None}])}  # fmt: skip
+                if deadline.fired:
+                    raise deadline.error()
                 replies = [stream.reply] if stream.reply is not None else []
             else:  # n candidates are decoded together and sent whole, one chunk each
                 replies = await anyio.to_thread.run_sync(lambda: session.send_many(last, body.n, after=after,

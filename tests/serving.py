@@ -1,0 +1,60 @@
+"""Starting ``rejoinder serve`` as a real process for tests, and talking to it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServerProcess:
+    """``rejoinder serve --config <config>`` on a free port, with the database at ``db_url``."""
+
+    def __init__(self, config: Path, db_url: str, *, port: int | None = None, workers: int = 1) -> None:
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {**os.environ, "REJOINDER_DB_URL": db_url, "HF_HUB_OFFLINE": "1", "COLUMNS": "250"}
+        self.log = config.with_suffix(f".{self.port}.log")
+        command = [sys.executable, "-m", "rejoinder.cli", "serve", "--config", str(config), "--port", str(self.port),
+                   "--workers", str(workers)]  # fmt: skip
+        with self.log.open("w") as out:
+            self.process = subprocess.Popen(command, env=self.env, stdout=out, stderr=subprocess.STDOUT)
+
+    def wait_ready(self, *names: str, timeout: float = 90, key: str | None = None) -> ServerProcess:
+        deadline = time.monotonic() + timeout
+        while True:
+            assert self.process.poll() is None, f"the server exited: {self.log.read_text()}"
+            assert time.monotonic() < deadline, f"the server did not become ready: {self.log.read_text()}"
+            try:
+                headers = {"authorization": f"Bearer {key}"} if key else {}
+                models = httpx.get(self.url + "/v1/models", timeout=5, headers=headers).json()["data"]
+                if all(m["ready"] for m in models if not names or m["id"] in names):
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown, no cleanup, as a crash or the OOM killer would."""
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.kill()
