@@ -314,3 +314,14 @@ def test_api_keys_keep_only_a_hash_and_stop_working_when_revoked(store):
     store.revoke_key("ann")
     assert store.check_key(secret) is None
     assert [k.name for k in store.list_keys()] == ["ann"] and store.list_keys()[0].revoked_at is not None
+
+
+def test_processes_opening_a_new_database_at_once_migrate_it_once(db_url):
+    code = "import sys; from rejoinder.store import Store; Store(sys.argv[1]).close()"
+    starts = [subprocess.Popen([sys.executable, "-c", code, db_url], stderr=subprocess.PIPE, text=True)
+              for _ in range(4)]  # fmt: skip
+    errors = [p.communicate(timeout=120)[1] for p in starts]
+    assert [p.returncode for p in starts] == [0, 0, 0, 0], errors
+    store = Store(db_url)
+    assert store.revision() == store.head()
+    store.close()

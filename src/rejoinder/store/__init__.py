@@ -46,6 +46,8 @@ FEEDBACK_KINDS = ("rating", "comment", "ranking", "choice", "form")
 [message ids, best first], "ties": [[ids], ...]}`` over sibling replies; choice: ``{"kept": id}``
 (which of the siblings a user kept); form: ``{question: answer}`` (the labeling form)."""
 MIGRATIONS = Path(__file__).parent / "migrations"
+MIGRATION_LOCK = 7_364_201_966
+"""The PostgreSQL advisory lock key that serialises migrations."""
 
 
 def data_dir() -> Path:
@@ -146,7 +148,9 @@ class Store:
         config = self._alembic_config()
         heads = set(ScriptDirectory.from_config(config).get_heads())
         try:
-            with self.engine.begin() as connection:
+            with self._migration_lock(), self.engine.begin() as connection:
+                if self.engine.dialect.name == "postgresql":  # one migrator at a time: servers start together
+                    connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")
                 current = self._current_revision(connection)
                 known = {rev.revision for rev in ScriptDirectory.from_config(config).walk_revisions()}
                 if current is not None and current not in known:
@@ -160,6 +164,24 @@ class Store:
                     command.upgrade(config, "head")
         except SQLAlchemyError as exc:
             raise StoreError(f"cannot open the database {self.display_url}: {getattr(exc, 'orig', exc)}") from None
+
+    @contextmanager
+    def _migration_lock(self) -> Iterator[None]:
+        """For a SQLite file, an exclusive lock on ``<file>.migrate.lock`` while the schema is checked and
+        migrated, so that processes opening a new database at once do not create its tables twice
+        (PostgreSQL takes an advisory lock in the migration's own transaction instead)."""
+        database = make_url(self.url).database if self.is_sqlite else None
+        if not database or database == ":memory:":
+            yield
+            return
+        import fcntl
+
+        with open(Path(database).expanduser().with_name(Path(database).name + ".migrate.lock"), "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     @staticmethod
     def _current_revision(connection: Any) -> str | None:
