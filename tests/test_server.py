@@ -348,3 +348,34 @@ def test_a_reply_longer_than_the_request_timeout_is_stopped_and_kept_as_cancelle
     finally:
         running.stop()
         store.close()
+
+
+def test_a_client_that_disconnects_stops_its_generation_and_the_partial_reply_is_kept(tmp_path):
+    from rejoinder.server import ServedBot, ServerConfig
+    from rejoinder.store import Store
+
+    model = tiny_model_dir(tmp_path / "tiny")
+    bots = [ServedBot("tiny", "assistant", {"model": str(model), "backend": "torch", "max_new_tokens": 400,
+                                            "temperature": 1.0})]  # fmt: skip
+    store = Store(f"sqlite:///{tmp_path / 'gone.db'}")
+    running = Running(ServerConfig(port=free_port(), bots=bots), store)
+    try:
+        running.wait_ready("tiny")
+        body = {"model": "tiny", "messages": [{"role": "user", "content": "Tell me everything"}], "stream": True}
+        with httpx.stream("POST", running.url + "/v1/chat/completions", json=body, timeout=60) as response:
+            cid = response.headers["x-rejoinder-conversation"]
+            for i, _ in enumerate(response.iter_lines()):
+                if i >= 6:
+                    break  # the client goes away mid-reply
+        deadline = time.monotonic() + 30
+        while True:
+            messages = store.load_dialogue(cid).messages
+            if messages and messages[-1].role == "assistant":
+                break
+            assert time.monotonic() < deadline, "the partial reply was never stored"
+            time.sleep(0.1)
+        reply = messages[-1]
+        assert reply.meta.get("cancelled") and reply.meta.get("tokens", 400) < 400
+    finally:
+        running.stop()
+        store.close()

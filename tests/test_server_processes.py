@@ -110,3 +110,24 @@ def test_two_servers_on_one_database_serve_one_conversation_turn_by_turn(tmp_pat
     finally:
         first.stop()
         second.stop()
+
+
+@pytest.mark.slow
+def test_the_openai_client_chats_with_every_bot_streamed(tmp_path, db_url):
+    """The default server (every registered bot, default options): each answers a streamed chat."""
+    config = tmp_path / "server.yaml"
+    config.write_text("prepare: true\n", encoding="utf-8")
+    server = ServerProcess(config, db_url).wait_ready(timeout=1800)  # the corpus import, the NLU, the model
+    try:
+        names = [m.id for m in client(server).models.list()]
+        assert {"eliza", "eliza-ru", "retrieval", "bank", "travel", "assistant", "router"} <= set(names)
+        lines = {"eliza-ru": "Мне грустно", "bank": "I lost my card", "travel": "I want to fly to Paris"}
+        for name in names:
+            chunks = client(server).chat.completions.create(
+                model=name, messages=[{"role": "user", "content": lines.get(name, "Hello, how are you?")}],
+                stream=True, max_tokens=32,
+            )  # fmt: skip
+            text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+            assert text.strip(), name
+    finally:
+        server.stop()

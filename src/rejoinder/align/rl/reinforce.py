@@ -72,7 +72,7 @@ def reinforce_update(learner: Learner, data: RolloutData, kl_coef: float, baseli
             return {"skipped_updates": 1.0, "updates": 0.0, "baseline": b}
         loss.backward()
         total += float(loss.detach())
-        entropy_sum += float(masked_mean(entropy, sub.mask)) * len(rows) / n
+        entropy_sum += float(masked_mean(entropy.detach(), sub.mask)) * len(rows) / n
     grad_norm = learner.apply_gradients()  # averaged over processes, clipped, Adam
     if grad_norm is None:
         return {"skipped_updates": 1.0, "updates": 0.0, "baseline": b}
