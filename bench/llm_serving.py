@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -52,7 +53,11 @@ CHATS = [
     "Describe a busy train station in the morning.",
 ]
 OPTIONS = {"temperature": 0.7, "top_p": 0.9, "repetition_penalty": 1.0, "threads": 2}
-BACKENDS = {"torch": {"backend": "torch", "dtype": "bfloat16"}, "llamacpp": {"backend": "llamacpp"}}
+BACKENDS = {
+    "torch": {"backend": "torch", "dtype": "bfloat16"},
+    "llamacpp": {"backend": "llama.cpp"},
+    "llamacpp-1": {"backend": "llama.cpp", "threads": 1},  # leaves a core to the HTTP layer and the client
+}
 
 
 def options_of(side: str, tokens: int) -> dict[str, Any]:
@@ -120,6 +125,9 @@ async def wait_up(url: str, process: subprocess.Popen, timeout: float = 900) -> 
                 raise RuntimeError("the server exited")
             try:
                 models = (await client.get(url + "/v1/models")).json()["data"]
+                failed = [m["error"] for m in models if m.get("error")]
+                if failed:
+                    raise RuntimeError(f"the bot cannot start: {failed[0]}")
                 if all(m.get("ready", True) for m in models):
                     return time.perf_counter() - started
             except (httpx.HTTPError, ValueError, KeyError):
@@ -217,11 +225,24 @@ def run_server_side(side: str, args: argparse.Namespace) -> dict[str, Any]:
     except Exception as exc:
         return {"error": f"{type(exc).__name__}: {exc} (see bench/work/llm-serving-{side}.log)"}
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
+        stop_group(process)
+
+
+def stop_group(process: subprocess.Popen) -> None:
+    """Stop the server and every process it started (vLLM's engine runs in a child), and wait until
+    they are all gone: a side still shutting down would load the machine while the next one is measured."""
+    os.killpg(process.pid, signal.SIGTERM)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        process.poll()
         try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
+            os.killpg(process.pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.5)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    time.sleep(2)
 
 
 def main() -> None:
@@ -237,6 +258,7 @@ def main() -> None:
         nargs="+",
         default=[
             "rejoinder:llamacpp",
+            "rejoinder:llamacpp-1",
             "in-process:llamacpp",
             "rejoinder:torch",
             "in-process:torch",
