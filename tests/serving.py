@@ -40,6 +40,8 @@ class ServerProcess:
             try:
                 headers = {"authorization": f"Bearer {key}"} if key else {}
                 models = httpx.get(self.url + "/v1/models", timeout=5, headers=headers).json()["data"]
+                failed = {m["id"]: m["error"] for m in models if m.get("error") and (not names or m["id"] in names)}
+                assert not failed, f"bots failed to prepare: {failed}\n{self.log.read_text()}"
                 if all(m["ready"] for m in models if not names or m["id"] in names):
                     return self
             except httpx.HTTPError:

@@ -256,3 +256,30 @@ def test_a_corpus_text_with_nul_is_imported_without_it():
     from rejoinder.datasets.corpus import normalise
 
     assert normalise(" hi\x00 there \udcff ") == "hi there \ufffd"
+
+
+class NulFirstBot:
+    """Streams a reply that begins with NUL and a space, as a random model may."""
+
+    name = "nul-first"
+
+    def greet(self, dialogue: Dialogue) -> Reply | None:
+        return None
+
+    def respond(self, dialogue: Dialogue) -> Reply:
+        return Reply("\x00 there\x00 you go ")
+
+    def stream(self, dialogue: Dialogue, cancel):
+        pieces = ["\x00", " there", "\x00 you go "]
+        yield from pieces
+        return Reply("".join(pieces).strip())
+
+
+def test_a_reply_that_begins_with_nul_and_a_space_is_stored_as_streamed(store):
+    session, _ = ChatSession.start(store, "nul-first", bot=NulFirstBot())
+    turn = session.stream("hello")
+    shown = "".join(turn).strip()
+    assert shown == "there you go"
+    assert turn.reply.text == shown
+    assert store.load_dialogue(session.conversation_id).messages[-1].text == shown
+    assert session.send("again").text == "there you go"

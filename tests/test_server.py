@@ -379,3 +379,56 @@ def test_a_client_that_disconnects_stops_its_generation_and_the_partial_reply_is
     finally:
         running.stop()
         store.close()
+
+
+def test_the_default_server_serves_every_bot_that_starts_on_its_defaults():
+    from rejoinder.bots import available_bots
+    from rejoinder.server.config import default_bots
+
+    served = {b.name for b in default_bots()}
+    assert {"eliza", "eliza-ru", "retrieval", "bank", "travel", "assistant", "router"} <= served
+    assert "frames" not in served  # it needs a domain file; bank and travel are it on the shipped domains
+    assert "frames" in available_bots()
+    assert available_bots()["frames"].schema()["required"] == ["domain"]
+
+
+def test_bots_prepared_in_the_background_are_built_and_prepared_one_at_a_time(tmp_path):
+    from rejoinder.dialogue import Readiness
+    from rejoinder.server.app import Server
+    from rejoinder.server.config import ServedBot, ServerConfig
+    from rejoinder.store import Store
+
+    running: list[str] = []
+    overlaps: list[tuple[str, ...]] = []
+
+    class SlowPreparing:
+        def __init__(self, name: str) -> None:
+            self.name, self.done = name, False
+
+        def greet(self, dialogue):
+            return None
+
+        def respond(self, dialogue):
+            raise AssertionError("not asked")
+
+        def readiness(self) -> Readiness:
+            return Readiness(ready=self.done, complete=self.done)
+
+        def prepare(self, progress=None, cancel=None) -> None:
+            running.append(self.name)
+            overlaps.append(tuple(running))
+            time.sleep(0.05)
+            running.remove(self.name)
+            self.done = True
+
+    names = ["one", "two", "three"]
+    config = ServerConfig(bots=[ServedBot(n, "eliza", {}) for n in names])
+    server = Server(config, Store(f"sqlite:///{tmp_path / 'db.sqlite'}"))
+    for name in names:
+        server.served[name].bot = SlowPreparing(name)
+        server.prepare_in_background(server.served[name])
+    deadline = time.monotonic() + 10
+    while not all(server.served[n].ready() for n in names):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert overlaps == [("one",), ("two",), ("three",)]

@@ -263,8 +263,9 @@ class ChatSession:
 
     def _reply_message(self, reply: Reply, answering: Message | None = None) -> Message:
         """The message that stores ``reply``. The reply's text is cleaned in place first (a model can
-        emit NUL, which PostgreSQL cannot store), so what a turn returns is what it stores."""
-        reply.text = storable(reply.text)
+        emit NUL, which PostgreSQL cannot store), so what a turn returns is what it stores. It is
+        stripped after cleaning: a reply that began with NUL and a space starts at its first word."""
+        reply.text = storable(reply.text).strip()
         meta = dict(reply.meta)
         if reply.finish_reason != "stop":
             meta["finish_reason"] = reply.finish_reason

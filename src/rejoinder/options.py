@@ -57,6 +57,8 @@ class Option:
     """May a client (an HTTP caller) set it? Default: yes, except for paths, URLs and models."""
     schema: dict[str, Any] = field(default_factory=dict)
     """For kind ``json``: the JSON Schema of the value (shown to front ends; checked by the factory)."""
+    required: bool = False
+    """The bot cannot start without it (a server serving every bot by default leaves such a bot out)."""
 
     @property
     def client_settable(self) -> bool:
@@ -283,5 +285,6 @@ def json_schema(bot: str, options: tuple[Option, ...], description: str = "") ->
         "description": description,
         "type": "object",
         "properties": {o.name: o.json_schema() for o in options},
+        **({"required": required} if (required := [o.name for o in options if o.required]) else {}),
         "additionalProperties": False,
     }

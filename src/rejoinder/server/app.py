@@ -12,10 +12,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import queue
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -124,6 +125,12 @@ class Server:
         self.busy: set[str] = set()
         self.busy_lock = threading.Lock()
         self.ignored_fields: set[str] = set()
+        # Bots are built one at a time (two threads importing transformers at once can fail with
+        # "cannot import name"), and prepared one at a time in one worker thread (preparations
+        # are CPU-bound: side by side they only slow each other and the requests being served).
+        self.build_lock = threading.RLock()
+        self.preparations: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self.preparer: threading.Thread | None = None
 
     # -- bots ----------------------------------------------------------------------------------------
     def served_bot(self, name: str, param: str = "model") -> Served:
@@ -135,6 +142,13 @@ class Server:
         return served
 
     def build(self, served: Served) -> Bot:
+        if served.bot is not None:
+            return served.bot
+        with self.build_lock:
+            self._build(served)
+        return served.bot
+
+    def _build(self, served: Served) -> None:
         if served.bot is None:
             spec = served.spec
             try:
@@ -143,7 +157,6 @@ class Server:
             except RejoinderError as exc:
                 served.error = str(exc)
                 raise ApiError(503, f"bot {spec.name} cannot start: {exc}", code="bot_unavailable") from None
-        return served.bot
 
     def ready_bot(self, served: Served) -> Bot:
         """The bot, or 503 with its preparation's progress while it is not ready."""
@@ -174,7 +187,15 @@ class Server:
             finally:
                 served.preparing = False
 
-        threading.Thread(target=run, name=f"prepare-{served.spec.name}", daemon=True).start()
+        self.preparations.put(run)
+        with self.busy_lock:
+            if self.preparer is None:  # a daemon: stopping the server never waits for a preparation
+                self.preparer = threading.Thread(target=self._prepare_forever, name="prepare", daemon=True)
+                self.preparer.start()
+
+    def _prepare_forever(self) -> None:
+        while True:
+            self.preparations.get()()
 
     # -- conversations -------------------------------------------------------------------------------
     @contextlib.contextmanager

@@ -13,7 +13,7 @@ A YAML file (``rejoinder serve --config server.yaml``)::
         description: our SFT model
 
 Options here are the operator's: they may name files, URLs and models, which clients never may.
-Without a ``bots`` list every registered bot is served with its default options.
+Without a ``bots`` list every registered bot that starts on its defaults is served with them.
 """
 
 from __future__ import annotations
@@ -86,9 +86,12 @@ def is_loopback(host: str) -> bool:
 
 
 def default_bots() -> list[ServedBot]:
+    """Every registered bot that starts on its defaults (``frames`` needs a domain file: ``bank`` and
+    ``travel`` are it on the shipped domains)."""
     from rejoinder.bots import available_bots
 
-    return [ServedBot(name, name, {}, entry.description) for name, entry in available_bots().items()]
+    return [ServedBot(name, name, {}, entry.description) for name, entry in available_bots().items()
+            if not any(option.required for option in entry.options())]  # fmt: skip
 
 
 def load_server_config(path: str | Path) -> ServerConfig:

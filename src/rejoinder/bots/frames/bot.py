@@ -567,7 +567,9 @@ def _frame_options(*, domain: bool = False, language: bool = False) -> tuple[Opt
     """The options of the frame bots (``frames`` also takes a domain file, ``bank`` a language)."""
     head = []
     if domain:
-        head.append(Option("domain", "path", "", "the domain file (domain.yaml): frames, NLU data, responses"))
+        head.append(
+            Option("domain", "path", "", "the domain file (domain.yaml): frames, NLU data, responses", required=True)
+        )
     if language:
         head.append(Option("language", "choice", "en", "the bank bot's language", choices=("en", "ru")))
     return (
