@@ -76,6 +76,12 @@ class ConversationNotFound(RejoinderError):
         super().__init__(message or f"no conversation with id {conversation_id!r} in the store")
 
 
+class BattleNotFound(RejoinderError):
+    def __init__(self, battle_id: str) -> None:
+        self.battle_id = battle_id
+        super().__init__(f"no arena battle with id {battle_id!r} in the store")
+
+
 class MessageNotFound(RejoinderError):
     def __init__(self, message_id: str, conversation_id: str | None = None) -> None:
         self.message_id = message_id

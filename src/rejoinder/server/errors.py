@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from rejoinder.errors import (
+    BattleNotFound,
     ConcurrentUpdate,
     ConfigError,
     ConversationNotFound,
@@ -71,7 +72,7 @@ def from_rejoinder(exc: RejoinderError) -> ApiError:
     """The API error for one of Rejoinder's own errors."""
     if isinstance(exc, UnknownBot):
         return ApiError(404, str(exc), param="model", code="model_not_found")
-    if isinstance(exc, ConversationNotFound | MessageNotFound):
+    if isinstance(exc, ConversationNotFound | MessageNotFound | BattleNotFound):
         return ApiError(404, str(exc), code="not_found")
     if isinstance(exc, ConcurrentUpdate):
         return ApiError(409, str(exc), code="conversation_busy")

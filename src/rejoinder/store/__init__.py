@@ -37,8 +37,15 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from rejoinder.dialogue import ROOT_DIGEST, Dialogue, Effect, Message, chain_digest, storable, utcnow
-from rejoinder.errors import ConcurrentUpdate, ConversationNotFound, InvalidMessage, MessageNotFound, StoreError
-from rejoinder.store.models import ApiKey, BotState, Conversation, FeedbackRow, MessageRow
+from rejoinder.errors import (
+    BattleNotFound,
+    ConcurrentUpdate,
+    ConversationNotFound,
+    InvalidMessage,
+    MessageNotFound,
+    StoreError,
+)
+from rejoinder.store.models import ApiKey, ArenaBattle, BotState, Conversation, FeedbackRow, MessageRow
 
 ENV_URL = "REJOINDER_DB_URL"
 FEEDBACK_KINDS = ("rating", "comment", "ranking", "choice", "form")
@@ -74,6 +81,23 @@ class ConversationInfo:
     updated_at: datetime
     message_count: int
     active_leaf: str | None = None
+
+
+ARENA_VOTES = ("a", "b", "tie", "bad")
+"""An arena vote: the left contestant (``a``) won, the right one (``b``), a tie, or both were bad."""
+
+
+@dataclass(frozen=True)
+class BattleInfo:
+    id: str
+    user_id: str | None
+    created_at: datetime
+    contestant_a: str
+    contestant_b: str
+    conversation_a: str
+    conversation_b: str
+    vote: str | None = None
+    voted_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -291,12 +315,21 @@ class Store:
             return self._info(s, row)
 
     def list_conversations(
-        self, *, limit: int = 20, user_id: str | None = None, before: datetime | None = None, anonymous: bool = False
+        self,
+        *,
+        limit: int = 20,
+        user_id: str | None = None,
+        before: datetime | None = None,
+        anonymous: bool = False,
+        arena: bool = False,
     ) -> list[ConversationInfo]:
         """Newest first; ``before`` pages on (conversations last updated before it); ``anonymous``
-        lists only those without a user."""
+        lists only those without a user. The sides of arena battles are left out unless ``arena``."""
         with self.session() as s:
             query = select(Conversation).order_by(Conversation.updated_at.desc(), Conversation.id).limit(limit)
+            if not arena:
+                sides = select(ArenaBattle.conversation_a).union(select(ArenaBattle.conversation_b))
+                query = query.where(Conversation.id.not_in(sides))
             if user_id is not None:
                 query = query.where(Conversation.user_id == user_id)
             elif anonymous:
@@ -574,6 +607,95 @@ class Store:
                 if wanted is not None:
                     query = query.where(column == wanted)
             return [self._feedback(row) for row in s.scalars(query)]
+
+    # -- the arena -------------------------------------------------------------------------------------
+    def create_battle(
+        self, contestant_a: str, contestant_b: str, conversation_a: str, conversation_b: str, *, user_id: str | None
+    ) -> BattleInfo:
+        """Record a battle between two conversations already created (``a`` is shown on the left)."""
+        with self.session() as s:
+            for cid in (conversation_a, conversation_b):
+                if s.get(Conversation, cid) is None:
+                    raise ConversationNotFound(cid)
+            row = ArenaBattle(
+                id=str(uuid.uuid4()),
+                user_id=user_id,
+                created_at=utcnow(),
+                contestant_a=contestant_a,
+                contestant_b=contestant_b,
+                conversation_a=conversation_a,
+                conversation_b=conversation_b,
+            )
+            s.add(row)
+            return self._battle(row)
+
+    @staticmethod
+    def _battle(row: ArenaBattle) -> BattleInfo:
+        return BattleInfo(
+            row.id,
+            row.user_id,
+            _aware(row.created_at),
+            row.contestant_a,
+            row.contestant_b,
+            row.conversation_a,
+            row.conversation_b,
+            row.vote,
+            _aware(row.voted_at) if row.voted_at is not None else None,
+        )
+
+    def battle(self, battle_id: str) -> BattleInfo:
+        with self.session() as s:
+            row = s.get(ArenaBattle, battle_id)
+            if row is None:
+                raise BattleNotFound(battle_id)
+            return self._battle(row)
+
+    def vote_battle(self, battle_id: str, vote: str) -> BattleInfo:
+        """Cast the battle's one vote (``a``, ``b``, ``tie`` or ``bad``); a second vote is refused."""
+        if vote not in ARENA_VOTES:
+            raise InvalidMessage(f"arena vote {vote!r}: expected one of {', '.join(ARENA_VOTES)}")
+        with self.session() as s:
+            changed = s.execute(
+                update(ArenaBattle)
+                .where(ArenaBattle.id == battle_id, ArenaBattle.vote.is_(None))
+                .values(vote=vote, voted_at=utcnow())
+            ).rowcount
+            row = s.get(ArenaBattle, battle_id)
+            if row is None:
+                raise BattleNotFound(battle_id)
+            if not changed:
+                raise ConcurrentUpdate(f"arena battle {battle_id} already has a vote ({row.vote})")
+            s.refresh(row)
+            return self._battle(row)
+
+    def battles(self, *, voted: bool | None = None, user_id: str | None = None) -> list[BattleInfo]:
+        """Arena battles, oldest first: all, only voted ones (``voted=True``) or only open ones."""
+        with self.session() as s:
+            query = select(ArenaBattle).order_by(ArenaBattle.created_at, ArenaBattle.id)
+            if voted is not None:
+                query = query.where(ArenaBattle.vote.is_not(None) if voted else ArenaBattle.vote.is_(None))
+            if user_id is not None:
+                query = query.where(ArenaBattle.user_id == user_id)
+            return [self._battle(row) for row in s.scalars(query)]
+
+    def battle_of(self, conversation_id: str) -> BattleInfo | None:
+        """The battle a conversation is a side of, if any."""
+        with self.session() as s:
+            row = s.scalar(
+                select(ArenaBattle).where(
+                    (ArenaBattle.conversation_a == conversation_id) | (ArenaBattle.conversation_b == conversation_id)
+                )
+            )
+            return self._battle(row) if row is not None else None
+
+    def left_counts(self) -> dict[str, tuple[int, int]]:
+        """How often each contestant was shown on the left and on the right (to balance positions)."""
+        with self.session() as s:
+            counts: dict[str, list[int]] = {}
+            for column, side in ((ArenaBattle.contestant_a, 0), (ArenaBattle.contestant_b, 1)):
+                for name, n in s.execute(select(column, func.count()).group_by(column)):
+                    counts.setdefault(name, [0, 0])[side] = n
+            return {name: (left, right) for name, (left, right) in counts.items()}
 
     # -- API keys --------------------------------------------------------------------------------------
     def create_key(self, name: str, role: str = "user") -> tuple[KeyInfo, str]:

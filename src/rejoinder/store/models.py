@@ -212,3 +212,32 @@ class ApiKey(Base):
         UniqueConstraint("secret_hash", name="uq_api_keys_secret_hash"),
         UniqueConstraint("name", name="uq_api_keys_name"),
     )
+
+
+# --- the arena -----------------------------------------------------------------------------------
+class ArenaBattle(Base):
+    """Two anonymous contestants answering one user side by side, and the user's vote.
+
+    Each side is an ordinary conversation (kept out of the chat sidebar); ``contestant_a`` is the
+    one shown on the left. The vote is None until the user votes, then ``a``, ``b``, ``tie`` or
+    ``bad`` (both bad), with when it was cast.
+    """
+
+    __tablename__ = "arena_battles"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    user_id: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime]
+    contestant_a: Mapped[str] = mapped_column(String(100))
+    contestant_b: Mapped[str] = mapped_column(String(100))
+    conversation_a: Mapped[str] = mapped_column(ForeignKey("conversations.id", ondelete="CASCADE"))
+    conversation_b: Mapped[str] = mapped_column(ForeignKey("conversations.id", ondelete="CASCADE"))
+    vote: Mapped[str | None] = mapped_column(String(10))
+    voted_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        Index("ix_arena_battles_voted", "voted_at"),
+        Index("ix_arena_battles_user", "user_id", "created_at"),
+        Index("ix_arena_battles_conversation_a", "conversation_a"),
+        Index("ix_arena_battles_conversation_b", "conversation_b"),
+    )
