@@ -241,6 +241,15 @@ ProgressFn = Callable[[Progress], None]
 
 
 @runtime_checkable
+class PanelBot(Bot, Protocol):
+    """A bot that shows what it tracks beyond its replies' meta (a front end's side panel)."""
+
+    def panel(self, dialogue: Dialogue) -> dict[str, Any]:
+        """A JSON-ready description of the bot's state in ``dialogue``, with a ``kind`` key."""
+        ...
+
+
+@runtime_checkable
 class PreparingBot(Bot, Protocol):
     """A bot with slow first-use work kept out of its constructor (see the module docstring)."""
 

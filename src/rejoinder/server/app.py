@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import queue
+import secrets
 import threading
 import time
 from collections import deque
@@ -21,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.responses import JSONResponse
 
 from rejoinder.bots import bot_entry, pool_for
 from rejoinder.chat import TurnStream, prepare_bot
@@ -229,10 +230,56 @@ class Server:
             log.info("ignoring request field(s) this server does not use: %s", ", ".join(sorted(new)))
 
 
+KEY_COOKIE = "rejoinder_key"
+"""The API key a browser logged in with (HttpOnly, SameSite=Strict)."""
+VISITOR_COOKIE = "rejoinder_visitor"
+"""A browser's anonymous identity on a server without keys: its conversations and votes are its own."""
+CSRF_COOKIE = "rejoinder_csrf"
+"""The double-submit token: a page's script sends it back as the ``X-CSRF-Token`` header."""
+CSRF_HEADER = "x-csrf-token"
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+
+
+def visitor_id(value: str | None) -> str | None:
+    """The visitor id a cookie carries, if it is one this server could have issued."""
+    if value and 16 <= len(value) <= 64 and all(c in "0123456789abcdef" for c in value):
+        return value
+    return None
+
+
+def check_same_origin(request: Request) -> None:
+    """Refuse a state-changing browser request from another site (CSRF).
+
+    A request with an ``Authorization`` header cannot come from a form or a cross-site script
+    without the key, so it passes. Otherwise a browser's ``Sec-Fetch-Site`` must say
+    ``same-origin`` (or ``none``: typed by the user), its ``Origin`` must be this server's, and a
+    request that a cookie identifies must carry the CSRF token of its page.
+    """
+    if request.method in SAFE_METHODS or request.headers.get("authorization"):
+        return
+    cookie_auth = bool(request.cookies.get(KEY_COOKIE) or visitor_id(request.cookies.get(VISITOR_COOKIE)))
+    site = request.headers.get("sec-fetch-site")
+    if site is not None and site not in ("same-origin", "none"):
+        raise ApiError(403, f"cross-site request refused (Sec-Fetch-Site: {site})", code="csrf")
+    origin = request.headers.get("origin")
+    if origin is not None and origin.split("://", 1)[-1] != request.headers.get("host", ""):
+        raise ApiError(403, f"cross-site request refused (Origin: {origin})", code="csrf")
+    if cookie_auth:
+        token = request.cookies.get(CSRF_COOKIE, "")
+        sent = request.headers.get(CSRF_HEADER, "")
+        if not token or not secrets.compare_digest(token, sent):
+            raise ApiError(403, "the CSRF token is missing or wrong: reload the page", code="csrf")
+
+
 def caller_of(request: Request) -> Caller:
+    """Who sends ``request``: a key (the Authorization header, or the cookie of a browser that
+    logged in), a browser's visitor cookie on a server without keys, or the local operator."""
     server: Server = request.app.state.server
     header = request.headers.get("authorization", "")
     secret = header[7:].strip() if header.lower().startswith("bearer ") else ""
+    cookie_key = "" if header else request.cookies.get(KEY_COOKIE, "")
+    visitor = None if header or cookie_key else visitor_id(request.cookies.get(VISITOR_COOKIE))
+    secret = secret or cookie_key
     info = server.store.check_key(secret) if secret else None
     if info is not None:
         caller = Caller(info.user_id, info.role, info.name)
@@ -240,6 +287,8 @@ def caller_of(request: Request) -> Caller:
         if not secret:
             raise ApiError(401, "an API key is required: send Authorization: Bearer <key>", code="missing_api_key")
         raise ApiError(401, "the API key is not valid (unknown or revoked)", code="invalid_api_key")
+    elif visitor is not None:
+        caller = Caller(f"visitor:{visitor}", "user", f"visitor:{visitor}")
     else:
         caller = Caller(None, "admin")  # the local operator
     if caller.key is not None or not is_loopback(server.config.host):  # the local operator is not limited
@@ -368,9 +417,27 @@ class _TooLarge(Exception):
     pass
 
 
+class SameOrigin:
+    """The CSRF guard (:func:`check_same_origin`) before anything reads the request's body; the
+    login and logout forms check their own token."""
+
+    def __init__(self, app: Any, exempt: tuple[str, ...] = ("/login", "/logout")) -> None:
+        self.app, self.exempt = app, exempt
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope.get("path") not in self.exempt:
+            try:
+                check_same_origin(Request(scope))
+            except ApiError as exc:
+                response = JSONResponse(error_body(exc.status, exc.message, exc.param, exc.code), status_code=403)
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 def create_app(config: ServerConfig | None = None, store: Store | None = None) -> FastAPI:
     """The server's ASGI application (``rejoinder serve`` runs it under uvicorn)."""
-    from rejoinder.server import conversations, openai_api
+    from rejoinder.server import arena_api, conversations, openai_api, web
 
     config = config or ServerConfig()
     config.check()
@@ -393,13 +460,12 @@ def create_app(config: ServerConfig | None = None, store: Store | None = None) -
     app.state.server = server
     install(app)
 
-    @app.get("/", include_in_schema=False)
-    def home() -> RedirectResponse:
-        return RedirectResponse("/docs")
-
     app.include_router(openai_api.router)
     app.include_router(conversations.router)
+    app.include_router(arena_api.router)
+    web.install(app)
     app.add_middleware(BodyLimit, limit=config.max_body_bytes)
+    app.add_middleware(SameOrigin)
     return app
 
 

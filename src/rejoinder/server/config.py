@@ -55,6 +55,10 @@ class ServerConfig:
     """The longest one reply may take; it is then stopped (and stored as cancelled) and the client told so."""
     prepare: bool = True
     """Prepare every served bot in the background at start (the first requests get 503 until it is ready)."""
+    arena: list[str] = field(default_factory=list)
+    """The served bots the arena draws its two anonymous contestants from (empty: every served bot)."""
+    arena_daily_cap: int = 100
+    """The votes of one user on one UTC day that count on the leaderboard (the rest are kept, not counted)."""
 
     def keys_required(self) -> bool:
         if self.keys == "required":
@@ -74,6 +78,15 @@ class ServerConfig:
         doubled = sorted({n for n in names if names.count(n) > 1})
         if doubled:
             raise ConfigError(f"bots: the name(s) {', '.join(doubled)} are served twice")
+        if self.arena:
+            served = set(names or [b.name for b in default_bots()])
+            unknown = [n for n in self.arena if n not in served]
+            if unknown:
+                raise ConfigError(f"arena: {', '.join(unknown)} not served; served: {', '.join(sorted(served))}")
+            if len(set(self.arena)) < 2:
+                raise ConfigError("arena: name at least two served bots")
+        if self.arena_daily_cap < 1:
+            raise ConfigError("arena_daily_cap must be at least 1")
 
 
 def is_loopback(host: str) -> bool:
@@ -101,7 +114,7 @@ def load_server_config(path: str | Path) -> ServerConfig:
     p = Path(path)
     data = read_yaml_mapping(p)
     known = {"host", "port", "keys", "bots", "max_message_chars", "max_body_bytes", "max_n", "requests_per_minute",
-             "streams_per_caller", "request_timeout_s", "prepare"}  # fmt: skip
+             "streams_per_caller", "request_timeout_s", "prepare", "arena", "arena_daily_cap"}  # fmt: skip
     unknown = sorted(set(data) - known)
     if unknown:
         raise SourceError(f"unknown key(s) {', '.join(unknown)}; expected {', '.join(sorted(known))}", path=p)
@@ -114,7 +127,9 @@ def load_server_config(path: str | Path) -> ServerConfig:
                 value = float(value)
             if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
                 raise SourceError(f"{key}: expected {expected.__name__}, got {value!r}", path=p)
-            setattr(config, key, value)
+            if expected is list and not all(isinstance(item, str) and item for item in value):
+                raise SourceError(f"{key}: expected a list of served bot names, got {value!r}", path=p)
+            setattr(config, key, list(value) if expected is list else value)
     bots = data.get("bots")
     if bots is not None:
         if not isinstance(bots, list) or not bots:

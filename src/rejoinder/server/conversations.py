@@ -5,6 +5,7 @@ regenerate and delete. API keys are listed by admins only."""
 from __future__ import annotations
 
 import json
+import logging
 from datetime import datetime
 from typing import Any
 
@@ -14,9 +15,13 @@ from sse_starlette.sse import EventSourceResponse
 
 from rejoinder.bots import bot_entry
 from rejoinder.chat import ChatSession
+from rejoinder.dialogue import PanelBot
 from rejoinder.errors import RejoinderError
 from rejoinder.server.app import Caller, Server, caller_of, check_client_options, pieces_of
 from rejoinder.server.errors import ApiError, error_body, from_rejoinder
+from rejoinder.server.markdown import render_markdown
+
+log = logging.getLogger("rejoinder.server")
 
 router = APIRouter(prefix="/api")
 
@@ -37,6 +42,20 @@ class NewMessage(BaseModel):
 class Regenerate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     message_id: str | None = None
+    stream: bool = False
+
+
+class Switch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    message_id: str = Field(min_length=1, max_length=36)
+
+
+class NewFeedback(BaseModel):
+    """Thumbs up (1) or down (-1), an optional comment, or both."""
+
+    model_config = ConfigDict(extra="forbid")
+    rating: int | None = Field(default=None, ge=-1, le=1)
+    comment: str | None = Field(default=None, max_length=4000)
 
 
 def _server(request: Request) -> tuple[Server, Caller]:
@@ -47,8 +66,20 @@ def _server(request: Request) -> tuple[Server, Caller]:
 def _message(m: Any, siblings: dict[str | None, list[str]]) -> dict[str, Any]:
     group = siblings.get(m.parent_id, [m.id])
     return {"id": m.id, "parent_id": m.parent_id, "role": m.role, "text": m.text, "bot": m.bot,
+            "html": render_markdown(m.text) if m.role == "assistant" else None,
             "created_at": m.created_at.isoformat(), "meta": m.meta, "siblings": group,
             "sibling_index": group.index(m.id) if m.id in group else 0}  # fmt: skip
+
+
+def _panel(bot: Any, dialogue: Any) -> dict[str, Any] | None:
+    """What the bot tracks beyond its replies' meta (the frame bot's slots), for the side panel."""
+    if bot is None or not isinstance(bot, PanelBot):
+        return None
+    try:
+        return bot.panel(dialogue)
+    except Exception:  # a panel never breaks a reply
+        log.exception("the panel of %s failed", getattr(bot, "name", bot))
+        return None
 
 
 def _conversation(server: Server, conversation_id: str) -> dict[str, Any]:
@@ -58,17 +89,21 @@ def _conversation(server: Server, conversation_id: str) -> dict[str, Any]:
     siblings: dict[str | None, list[str]] = {}
     for m in tree:
         siblings.setdefault(m.parent_id, []).append(m.id)
-    served = next((n for n, s in server.served.items() if s.spec.bot == info.bot), info.bot)
-    return {"id": info.id, "bot": served, "options": info.bot_options, "created_at": info.created_at.isoformat(),
+    name, served = next(((n, s) for n, s in server.served.items() if s.spec.bot == info.bot), (info.bot, None))
+    bot = served.bot if served is not None and info.bot_options == served.options else None
+    return {"id": info.id, "bot": name, "options": info.bot_options, "created_at": info.created_at.isoformat(),
             "updated_at": info.updated_at.isoformat(), "messages": [_message(m, siblings) for m in dialogue.messages],
-            "state": dialogue.state, "version": dialogue.version}  # fmt: skip
+            "state": dialogue.state, "version": dialogue.version, "panel": _panel(bot, dialogue)}  # fmt: skip
 
 
 def _reply(reply: Any, session: ChatSession) -> dict[str, Any]:
     last = session.dialogue.messages[-1]
+    siblings = [m.id for m in session.store.siblings(last.id)] if last.parent_id else [last.id]
     return {"conversation_id": session.conversation_id, "message": {"id": last.id, "parent_id": last.parent_id,
-            "role": "assistant", "text": reply.text, "meta": last.meta, "finish_reason": reply.finish_reason},
-            "state": session.dialogue.state}  # fmt: skip
+            "role": "assistant", "text": reply.text, "html": render_markdown(reply.text), "meta": last.meta,
+            "finish_reason": reply.finish_reason, "siblings": siblings, "sibling_index": siblings.index(last.id)
+            if last.id in siblings else 0}, "state": session.dialogue.state,
+            "panel": _panel(session.bot, session.dialogue)}  # fmt: skip
 
 
 @router.get("/bots")
@@ -147,7 +182,11 @@ def send_message(conversation_id: str, body: NewMessage, request: Request) -> An
         return _reply(reply, session)
     with server.turn(conversation_id):  # 409 at once when a turn is under way
         pass
-    stream = session.stream(body.text, after=body.after)
+    return _streamed(server, conversation_id, session, session.stream(body.text, after=body.after))
+
+
+def _streamed(server: Server, conversation_id: str, session: ChatSession, stream: Any) -> EventSourceResponse:
+    """A turn as server-sent events: ``piece`` (text as it comes), then ``reply`` or ``error``."""
 
     async def events() -> Any:
         try:
@@ -165,13 +204,63 @@ def send_message(conversation_id: str, body: NewMessage, request: Request) -> An
     return EventSourceResponse(events(), ping=15)
 
 
-@router.post("/conversations/{conversation_id}/regenerate")
-def regenerate(conversation_id: str, body: Regenerate, request: Request) -> dict[str, Any]:
+@router.post("/conversations/{conversation_id}/regenerate", response_model=None)
+def regenerate(conversation_id: str, body: Regenerate, request: Request) -> Any:
+    """Answer the last user message again (or the one before ``message_id``): the new reply is a
+    sibling of the old one; both are kept."""
     server, caller = _server(request)
     session = _session(server, conversation_id, caller)
+    if body.stream:
+        with server.turn(conversation_id):
+            pass
+        try:
+            stream = session.regenerate_stream(body.message_id)
+        except RejoinderError as exc:
+            raise from_rejoinder(exc) from None
+        return _streamed(server, conversation_id, session, stream)
     with server.turn(conversation_id):
         reply = session.regenerate(body.message_id)
     return _reply(reply, session)
+
+
+@router.post("/conversations/{conversation_id}/switch")
+def switch(conversation_id: str, body: Switch, request: Request) -> dict[str, Any]:
+    """Continue from another version of a reply (a sibling); which one the user kept is recorded
+    (feedback of kind ``choice``), the data regenerate preferences are exported from."""
+    server, caller = _server(request)
+    server.owned(conversation_id, caller)
+    if server.store.message_conversation(body.message_id) != conversation_id:
+        raise ApiError(404, f"no message {body.message_id} in conversation {conversation_id}", param="message_id",
+                       code="not_found")  # fmt: skip
+    with server.turn(conversation_id):
+        session = _session(server, conversation_id, caller)
+        session.switch_branch(body.message_id)
+        siblings = server.store.siblings(body.message_id)
+        if len(siblings) > 1:
+            server.store.add_feedback(body.message_id, "choice", {"kept": body.message_id,
+                                      "of": [m.id for m in siblings]}, user_id=caller.user_id)  # fmt: skip
+    return _conversation(server, conversation_id)
+
+
+@router.post("/messages/{message_id}/feedback", status_code=201)
+def feedback(message_id: str, body: NewFeedback, request: Request) -> dict[str, Any]:
+    """Thumbs up or down on a reply, with an optional comment."""
+    server, caller = _server(request)
+    conversation_id = server.store.message_conversation(message_id)
+    server.owned(conversation_id, caller)
+    comment = (body.comment or "").strip()
+    if body.rating is None and not comment:
+        raise ApiError(400, "send a rating (1 or -1), a comment, or both", param="rating")
+    if body.rating == 0:
+        raise ApiError(400, "rating: 1 (good) or -1 (bad)", param="rating")
+    saved = []
+    if body.rating is not None:
+        saved.append(server.store.add_feedback(message_id, "rating", {"score": body.rating}, user_id=caller.user_id))
+    if comment:
+        value = {"text": comment, **({"score": body.rating} if body.rating is not None else {})}
+        saved.append(server.store.add_feedback(message_id, "comment", value, user_id=caller.user_id))
+    return {"data": [{"id": f.id, "kind": f.kind, "value": f.value, "created_at": f.created_at.isoformat()}
+                     for f in saved]}  # fmt: skip
 
 
 @router.get("/keys")

@@ -543,6 +543,14 @@ class Store:
         best = min(found, key=lambda row: rank[row[2]])  # the longest history; the newest among equals
         return best[0], best[1], best[2]
 
+    def message_conversation(self, message_id: str) -> str:
+        """The id of the conversation ``message_id`` belongs to."""
+        with self.session() as s:
+            found = s.scalar(select(MessageRow.conversation_id).where(MessageRow.message_id == message_id))
+            if found is None:
+                raise MessageNotFound(message_id)
+            return found
+
     def siblings(self, message_id: str) -> list[Message]:
         """The messages that share ``message_id``'s parent (itself included), oldest first."""
         with self.session() as s:

@@ -209,6 +209,33 @@ class FrameBot:
             self.prepare()
         return spec.model_copy(update={"url": f"{self._demo_base}{spec.url[len(DEMO_BACKEND) :]}"})
 
+    def panel(self, dialogue: Dialogue) -> dict[str, Any]:
+        """What the bot tracks, for a front end's side panel: the open frame (or the one just done),
+        its slots filled and missing, the slot asked for, and the confirmation it waits on."""
+        state = dialogue.state
+        instance = state.get("current") or state.get("last")
+        if not instance:
+            return {"kind": "frame", "frame": None, "stack": []}
+        frame = self.domain.frame(instance["frame"])
+        slots = []
+        for slot in frame.slots:
+            filled = instance["slots"].get(slot.name)
+            slots.append({"name": slot.name, "type": slot.type, "required": slot.is_required,
+                          "value": filled["value"] if filled else slot.default,
+                          "text": filled["text"] if filled else None, "filled": filled is not None,
+                          "default": filled is None and slot.default is not None})  # fmt: skip
+        missing = [s["name"] for s in slots if s["required"] and not s["filled"] and not s["default"]]
+        confirming = instance["phase"] == "confirming"
+        pending = None
+        if confirming and frame.confirmation.prompt:
+            pending = self._fill_template(
+                frame, frame.confirmation.prompt, tracker.values_with_defaults(frame, instance)
+            )
+        return {"kind": "frame", "frame": frame.name, "title": self.domain.titles.get(frame.name, frame.name),
+                "phase": instance["phase"], "asked": instance.get("asked"), "slots": slots, "missing": missing,
+                "confirmation": pending, "outcome": instance.get("outcome"),
+                "stack": [item["frame"] for item in state.get("stack", [])]}  # fmt: skip
+
     def greet(self, dialogue: Dialogue) -> Reply | None:
         dialogue.state.update(tracker.new_state())
         return Reply(self.domain.say("greet"), meta={"action": "greet"})
