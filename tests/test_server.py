@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
 import time
 
 import httpx
@@ -11,43 +10,9 @@ import pytest
 
 from conftest import DOCTOR_1966, conversation_1966
 from llm_tiny import tiny_model_dir
-from serving import ServerProcess, free_port
+from serving import Running, ServerProcess, free_port
 
 openai = pytest.importorskip("openai")
-
-
-class Running:
-    def __init__(self, config, store) -> None:
-        import uvicorn
-
-        from rejoinder.server import create_app
-
-        self.app = create_app(config, store)
-        self.port = config.port
-        self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            assert time.monotonic() < deadline, "the server did not start"
-            time.sleep(0.05)
-        self.url = f"http://127.0.0.1:{self.port}"
-
-    def client(self, key: str = "anonymous"):
-        return openai.OpenAI(base_url=self.url + "/v1", api_key=key, max_retries=0, timeout=60)
-
-    def wait_ready(self, name: str, timeout: float = 120) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            models = httpx.get(self.url + "/v1/models").json()["data"]
-            if next(m for m in models if m["id"] == name)["ready"]:
-                return
-            time.sleep(0.2)
-        raise AssertionError(f"{name} never became ready")
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(10)
 
 
 @pytest.fixture(scope="module")

@@ -329,6 +329,34 @@ def keys_revoke(name: Annotated[str, typer.Argument(help="The key's name (or id)
     console.print(f"revoked {escape(info.name)}", highlight=False)
 
 
+arena_app = typer.Typer(help="The arena: anonymous battles between bots and their leaderboard.", no_args_is_help=True)
+app.add_typer(arena_app, name="arena")
+
+
+@arena_app.command("leaderboard")
+def arena_leaderboard_command(
+    rounds: Annotated[int, typer.Option(min=0, help="Bootstrap resamples behind the 95% intervals.")] = 200,
+    daily_cap: Annotated[int, typer.Option(min=1, help="Votes counted per user per UTC day.")] = 100,
+    seed: Annotated[int, typer.Option(help="Seed of the bootstrap (same seed, same intervals).")] = 0,
+    output: Annotated[Path | None, typer.Option("--json", help="Write the leaderboard as JSON here.")] = None,
+    db: DbOption = None,
+) -> None:
+    """Bradley-Terry ratings of the voted battles with bootstrap 95% intervals and ranks, as Chatbot Arena's."""
+    import json
+
+    from rejoinder.arena import leaderboard
+    from rejoinder.store import Store
+
+    try:
+        board = leaderboard(Store(db).battles(voted=True), rounds=rounds, daily_cap=daily_cap, seed=seed)
+    except RejoinderError as exc:
+        raise _fail(exc) from None
+    console.print(board.table(), crop=False, soft_wrap=True)
+    console.print(f"left out by the daily cap of {daily_cap} votes per user per UTC day: {board.capped}")
+    if output:
+        output.write_text(json.dumps(board.to_json(), indent=2))
+
+
 train_app = typer.Typer(help="Train bots: import corpora, fit models.", no_args_is_help=True)
 retrieval_app = typer.Typer(
     help="Look after the retrieval bot's memory: review, approve, forget.", no_args_is_help=True
@@ -1049,6 +1077,44 @@ def data_show_command(
             print(json.dumps(record.to_json(), ensure_ascii=False))
     except RejoinderError as exc:
         raise _fail(exc) from None
+
+
+@data_app.command("export")
+def data_export_command(
+    kind: Annotated[str, typer.Argument(help="preferences, sft or rankings.", show_default=False)],
+    out: Annotated[Path, typer.Option("--out", "-o", help="The .jsonl file to write (replaced atomically).")],
+    since: Annotated[
+        str | None, typer.Option(help="Only feedback and votes given at or after this date or time (UTC).")
+    ] = None,
+    db: DbOption = None,
+) -> None:
+    """The web chat's feedback and the arena's votes as training data: preferences (arena votes,
+    regenerate choices) or rankings for `train reward` and `train rl`, thumbs-up replies for `train sft`."""
+    from rejoinder.datasets.feedback import EXPORT_KINDS, SOURCES, export, parse_since
+    from rejoinder.store import Store
+
+    try:
+        if kind not in EXPORT_KINDS:
+            raise RejoinderError(f"export {kind!r}: expected one of {', '.join(EXPORT_KINDS)}")
+        after = parse_since(since)
+        store = Store(db)
+        try:
+            summary = export(kind, store, out, since=after)
+        finally:
+            store.close()
+    except RejoinderError as exc:
+        raise _fail(exc) from None
+    table = Table("", "from / why", "count", header_style="bold")
+    for source, n in summary.exported.items():
+        table.add_row("exported", SOURCES.get(source, source), str(n))
+    for reason, n in summary.skipped.most_common():
+        table.add_row("skipped", escape(reason), str(n))
+    console.print(table)
+    if not summary.total:
+        err_console.print(f"[yellow]warning:[/] no {kind} to export: {escape(str(out))} is empty", highlight=False)
+    step = "sft" if kind == "sft" else "reward"
+    console.print(f"wrote {summary.total} record{'' if summary.total == 1 else 's'} to {escape(str(out))}  "
+                  f"(rejoinder train {step} --data {escape(str(out))})", highlight=False)  # fmt: skip
 
 
 def config_command(cls: type, run: Any, name: str, help: str, parent: typer.Typer) -> None:

@@ -33,10 +33,9 @@ what it read, made and left out (and why), so that curation can report every rec
   has none). Replies that were cancelled mid-stream are left out with the message they answered,
   and so is a bot's opening remark before the user spoke (chat templates such as Gemma's want the
   user first and the roles alternating); a conversation without an assistant reply makes no record.
-  All counted. The feedback recorded against messages (rankings among
-  sibling replies, ratings, choices) will become :class:`Ranking` and :class:`Preference` records
-  here, beside the conversations, once the server and the labeling app write it: that reader is
-  the place to add, under the same ``SourceStats``.
+  All counted. The feedback recorded against messages (thumbs, regenerate choices, rankings among
+  sibling replies) and the arena's votes are read by :mod:`rejoinder.datasets.feedback`
+  (``rejoinder data export``), which writes them as files of these formats.
 - any ``.jsonl``/``.json``/``.csv`` file: :func:`rejoinder.datasets.rlhf.read_records`.
 """
 
@@ -46,7 +45,7 @@ import gzip
 import hashlib
 import json
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -267,25 +266,37 @@ def read_store(store: Any, *, stats: SourceStats | None = None) -> Iterator[Reco
     return _count(stats, _store_records(store, stats))
 
 
+def is_cancelled(message: Any) -> bool:
+    """Whether a stored message is a reply that was cancelled mid-stream (its text is cut short)."""
+    return message.role == "assistant" and bool(
+        message.meta.get("cancelled") or message.meta.get("finish_reason") == "cancelled"
+    )
+
+
+def store_turns(messages: Iterable[Any], left_out: Counter[str]) -> list[Turn]:
+    """Stored messages (one branch, in order) as turns a chat template takes: empty messages dropped,
+    a cancelled reply left out with the message it answered, and a bot's opening remark before the
+    user spoke left out (each counted in ``left_out``)."""
+    turns: list[Turn] = []
+    for message in messages:
+        if not message.text.strip():
+            continue
+        if is_cancelled(message):
+            left_out["cancelled replies (with the message they answered)"] += 1
+            if turns and turns[-1].role == "user":
+                turns.pop()
+            continue
+        if message.role == "assistant" and not any(t.role == "user" for t in turns):
+            left_out["opening remarks before the user spoke"] += 1
+            continue
+        turns.append(Turn(message.role, message.text))
+    return turns
+
+
 def _store_records(store: Any, stats: SourceStats | None) -> Iterator[Record]:
     left_out = stats.left_out if stats is not None else Counter()
     for info in reversed(store.list_conversations(limit=2**62)):  # oldest first
-        dialogue = store.load_dialogue(info.id)
-        turns: list[Turn] = []
-        for message in dialogue.messages:
-            if not message.text.strip():
-                continue
-            if message.role == "assistant" and (
-                message.meta.get("cancelled") or message.meta.get("finish_reason") == "cancelled"
-            ):
-                left_out["cancelled replies (with the message they answered)"] += 1
-                if turns and turns[-1].role == "user":
-                    turns.pop()
-                continue
-            if message.role == "assistant" and not any(t.role == "user" for t in turns):
-                left_out["opening remarks before the user spoke"] += 1
-                continue
-            turns.append(Turn(message.role, message.text))
+        turns = store_turns(store.load_dialogue(info.id).messages, left_out)
         if not any(t.role == "assistant" for t in turns):
             left_out["conversations without a reply"] += 1
             continue

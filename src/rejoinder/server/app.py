@@ -126,6 +126,7 @@ class Server:
         self.busy: set[str] = set()
         self.busy_lock = threading.Lock()
         self.ignored_fields: set[str] = set()
+        self.leaderboard_cache: tuple[Any, Any] | None = None  # (what the votes were, the leaderboard)
         # Bots are built one at a time (two threads importing transformers at once can fail with
         # "cannot import name"), and prepared one at a time in one worker thread (preparations
         # are CPU-bound: side by side they only slow each other and the requests being served).
