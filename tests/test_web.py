@@ -127,7 +127,6 @@ def test_eliza_gives_the_1966_reply_in_the_browser_and_the_panel_shows_its_rule(
     expect(last_reply(page)).to_contain_text(eliza2)
     expect(page.locator("#panel")).to_contain_text("Rule")
     assert page.locator("#input").evaluate("node => node === document.activeElement")  # ready for the next line
-    shoot(page, "chat")
 
 
 def test_shift_enter_breaks_the_line_and_enter_sends(page, server):
@@ -171,6 +170,7 @@ def test_the_bank_bot_fills_its_frame_and_the_slot_panel_shows_filled_and_missin
     expect(page.locator("#slots [data-slot=when]")).to_have_class("slot-missing")
     say(page, "yesterday")
     expect(page.locator("#panel .confirmation")).to_contain_text("debit")
+    shoot(page, "chat")
 
 
 def test_thumbs_down_with_a_comment_is_stored_against_the_reply(page, server):

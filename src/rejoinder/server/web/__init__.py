@@ -45,7 +45,7 @@ STRINGS: dict[str, dict[str, str]] = {
         "both_bad": "Both are bad", "new_battle": "New battle", "voted": "Your vote", "prompt": "Your message",
         "rank": "Rank", "contestant": "Contestant", "rating": "Rating", "interval": "95% interval",
         "votes": "Votes", "wins": "Wins", "losses": "Losses", "ties": "Ties", "no_votes": "No votes yet.",
-        "counted": "votes counted", "capped": "over a voter's daily cap (kept, not counted)",
+        "counted": "Votes counted", "capped": "over a voter's daily cap (kept, not counted)",
         "leaderboard_note": "Bradley–Terry ratings (Elo scale) with bootstrap 95% intervals; a contestant's rank "
                             "is one plus the number of contestants surely better.",
         "key": "API key", "login_note": "This server needs an API key (rejoinder keys create).",
@@ -70,7 +70,7 @@ STRINGS: dict[str, dict[str, str]] = {
         "both_bad": "Оба плохи", "new_battle": "Новый бой", "voted": "Ваш голос", "prompt": "Ваше сообщение",
         "rank": "Место", "contestant": "Участник", "rating": "Рейтинг", "interval": "95% интервал",
         "votes": "Голоса", "wins": "Победы", "losses": "Поражения", "ties": "Ничьи", "no_votes": "Голосов пока нет.",
-        "counted": "голосов учтено", "capped": "сверх дневного лимита голосующего (сохранены, не учтены)",
+        "counted": "Учтено голосов", "capped": "сверх дневного лимита голосующего (сохранены, не учтены)",
         "leaderboard_note": "Рейтинги Брэдли–Терри (шкала Эло) с бутстреп-интервалами 95%; место участника — "
                             "единица плюс число участников, которые точно лучше.",
         "key": "API-ключ", "login_note": "Этому серверу нужен API-ключ (rejoinder keys create).",

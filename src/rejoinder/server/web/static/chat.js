@@ -113,7 +113,7 @@ function actions(m, isLast) {
   const row = el("div", {class: "actions"});
   const thumb = (score, cls, label, glyph) => el("button", {type: "button", class: cls, "aria-label": label,
     title: label, "aria-pressed": "false", text: glyph, onclick: (event) => rate(m, score, event.currentTarget, row)});
-  row.append(thumb(1, "good", T.good, "👍"), thumb(-1, "bad", T.bad, "👎"));
+  row.append(thumb(1, "good", T.good, "▲"), thumb(-1, "bad", T.bad, "▼"));
   if (m.siblings && m.siblings.length > 1) {
     const i = m.sibling_index;
     row.append(
