@@ -101,10 +101,10 @@ def create_battle(request: Request) -> dict[str, Any]:
         left, right = arena.pick_pair(ready, server.store.left_counts(), _rng)
     except ValueError as exc:
         raise ApiError(503, f"the arena needs two bots that can start: {exc}", code="arena_unavailable") from None
+    bots = [server.ready_bot(server.served_bot(name)) for name in (left, right)]  # both ready, or 503 first
     sides = []
-    for name in (left, right):
+    for name, bot in zip((left, right), bots, strict=True):
         served = server.served_bot(name)
-        bot = server.ready_bot(served)
         session, _ = ChatSession.start(server.store, served.spec.bot, served.options, user_id=caller.user_id,
                                        bot=bot, where=served.spec.where, base=served.spec.base)  # fmt: skip
         sides.append(session.conversation_id)
