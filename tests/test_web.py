@@ -290,6 +290,7 @@ def test_a_phone_width_page_in_russian_still_chats(browser, server):
 
 def test_an_arena_vote_reveals_the_names_and_reaches_the_export_and_the_leaderboard(page, server):
     page.goto(server.url + "/arena")
+    expect(page.locator("#votes")).to_be_hidden()  # nothing to vote on before the first replies
     say(page, "I am sad today")
     for side in ("a", "b"):
         expect(page.locator(f"#messages-{side} .msg.assistant").last).not_to_have_text("")
