@@ -132,6 +132,9 @@ def test_an_arena_battle_is_blind_until_the_vote_and_the_vote_reveals_both_names
     assert battle.status_code == 201
     battle = battle.json()
     assert "name" not in battle["a"] and "name" not in battle["b"]
+    assert battle["a"]["messages"] == [] and battle["b"]["messages"] == []  # openings would name the bot
+    side_a = web.store.battle(battle["id"]).conversation_a
+    assert client.get(f"/api/conversations/{side_a}").status_code == 404  # its bot and options would too
     assert client.post(f"/api/arena/battles/{battle['id']}/vote", json={"vote": "a"}).status_code == 409  # no turn yet
     streamed = events(client.post(f"/api/arena/battles/{battle['id']}/messages", json={"text": "I am sad"}))
     replies = {data["side"]: data["message"] for name, data in streamed if name == "reply"}
@@ -146,6 +149,8 @@ def test_an_arena_battle_is_blind_until_the_vote_and_the_vote_reveals_both_names
     assert client.post(f"/api/arena/battles/{battle['id']}/vote", json={"vote": "a"}).status_code == 409
     stored = web.store.battle(battle["id"])
     assert stored.vote == "b" and stored.user_id and stored.user_id.startswith("visitor:")
+    assert client.get(f"/api/conversations/{side_a}").status_code == 200  # revealed: an ordinary conversation
+    assert voted["a"]["messages"][0]["role"] == "assistant"  # the opening, shown now
     more = events(client.post(f"/api/arena/battles/{battle['id']}/messages", json={"text": "Why?"}))
     assert any(name == "reply" and "meta" in data["message"] for name, data in more)  # revealed: meta too
     listed = [c["id"] for c in client.get("/api/conversations").json()["data"]]
@@ -210,3 +215,35 @@ def test_an_arena_config_naming_a_bot_not_served_is_refused():
 
     with pytest.raises(ConfigError, match="arena: ghost not served"):
         ServerConfig(bots=[ServedBot("eliza", "eliza")], arena=["eliza", "ghost"]).check()
+
+
+def test_a_conversation_with_a_bot_served_under_a_second_name_continues_under_that_name(web):
+    client = browser(web)
+    created = client.post("/api/conversations", json={"bot": "eliza-1966"}).json()
+    assert created["bot"] == "eliza-1966"
+    listed = {c["id"]: c["bot"] for c in client.get("/api/conversations").json()["data"]}
+    assert listed[created["id"]] == "eliza-1966"
+    assert client.get(f"/api/conversations/{created['id']}").json()["bot"] == "eliza-1966"
+
+
+def test_a_visitor_id_the_server_did_not_sign_is_not_an_identity(web):
+    client = browser(web)
+    mine = client.post("/api/conversations", json={"bot": "eliza"}).json()["id"]
+    forged = httpx.Client(base_url=web.url, cookies={"rejoinder_visitor": "ab" * 16 + "." + "0" * 32,
+                                                     "rejoinder_csrf": "t"}, headers={"X-CSRF-Token": "t"})  # fmt: skip
+    page = forged.get("/")
+    assert page.status_code == 200 and "rejoinder_visitor=" in page.headers["set-cookie"]  # a signed one instead
+    assert forged.post("/api/conversations", json={"bot": "eliza"}).status_code == 201  # as the local operator
+    assert not web.store.list_conversations(user_id="visitor:" + "ab" * 16)
+    owner = web.store.get_conversation(mine).user_id
+    visitor = client.cookies["rejoinder_visitor"]
+    assert owner == "visitor:" + visitor.split(".")[0]
+    tampered = visitor.split(".")[0][::-1] + "." + visitor.split(".")[1]
+    spoof = httpx.Client(base_url=web.url, cookies={"rejoinder_visitor": tampered})
+    assert mine not in [c["id"] for c in spoof.get("/api/conversations").json()["data"]]
+
+
+def test_a_rebound_dns_name_cannot_reach_a_loopback_server(web):
+    refused = httpx.post(web.url + "/api/conversations", json={"bot": "eliza"}, headers={"host": "evil.example:80"})
+    assert refused.status_code == 400
+    assert httpx.get(web.url.replace("127.0.0.1", "localhost") + "/").status_code == 200

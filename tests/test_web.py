@@ -94,7 +94,7 @@ def store_of(server):
 
 def visitor_of(page) -> str:
     cookie = next(c for c in page.context.cookies() if c["name"] == "rejoinder_visitor")
-    return f"visitor:{cookie['value']}"
+    return f"visitor:{cookie['value'].split('.')[0]}"  # the id, without its signature
 
 
 def open_chat(page, server, bot: str) -> None:

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import hmac
 import logging
+import os
 import queue
 import secrets
 import threading
@@ -23,6 +26,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from rejoinder.bots import bot_entry, pool_for
 from rejoinder.chat import TurnStream, prepare_bot
@@ -30,7 +34,7 @@ from rejoinder.dialogue import Bot, PreparingBot, Progress
 from rejoinder.errors import RejoinderError
 from rejoinder.server.config import ServedBot, ServerConfig, default_bots, is_loopback
 from rejoinder.server.errors import ApiError, error_body, from_rejoinder, install
-from rejoinder.store import Store
+from rejoinder.store import Store, data_dir
 
 log = logging.getLogger("rejoinder.server")
 
@@ -126,6 +130,7 @@ class Server:
         self.busy: set[str] = set()
         self.busy_lock = threading.Lock()
         self.ignored_fields: set[str] = set()
+        self.secret = server_secret()
         self.leaderboard_cache: tuple[Any, Any] | None = None  # (what the votes were, the leaderboard)
         # Bots are built one at a time (two threads importing transformers at once can fail with
         # "cannot import name"), and prepared one at a time in one worker thread (preparations
@@ -201,11 +206,12 @@ class Server:
 
     # -- conversations -------------------------------------------------------------------------------
     @contextlib.contextmanager
-    def turn(self, conversation_id: str) -> Iterator[None]:
-        """One turn at a time per conversation: a second one at once gets 409."""
+    def turn(self, conversation_id: str, *, what: str | None = None) -> Iterator[None]:
+        """One turn at a time per conversation: a second one at once gets 409 (``what`` names the
+        conversation in the message; an arena side is never named by its id)."""
         with self.busy_lock:
             if conversation_id in self.busy:
-                raise ApiError(409, f"conversation {conversation_id} is answering another message",
+                raise ApiError(409, f"{what or 'conversation ' + conversation_id} is answering another message",
                                code="conversation_busy")  # fmt: skip
             self.busy.add(conversation_id)
         try:
@@ -222,6 +228,10 @@ class Server:
             raise from_rejoinder(exc) from None
         if info.user_id != caller.user_id and not caller.admin:
             raise ApiError(404, f"no conversation {conversation_id}", code="not_found")
+        battle = self.store.battle_of(conversation_id)
+        if battle is not None and battle.vote is None:  # its bot and options would name the contestant
+            raise ApiError(404, f"no conversation {conversation_id} (a side of arena battle {battle.id})",
+                           code="not_found")  # fmt: skip
         return info
 
     def note_ignored(self, fields: set[str]) -> None:
@@ -241,11 +251,40 @@ CSRF_HEADER = "x-csrf-token"
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 
 
-def visitor_id(value: str | None) -> str | None:
-    """The visitor id a cookie carries, if it is one this server could have issued."""
-    if value and 16 <= len(value) <= 64 and all(c in "0123456789abcdef" for c in value):
-        return value
-    return None
+def server_secret() -> bytes:
+    """The key this installation signs visitor ids with (``web-secret`` in the data directory,
+    created once, readable by its owner only), so that a browser cannot choose its own id."""
+    path = data_dir() / "web-secret"
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # another process made it first
+            return path.read_bytes()
+        with os.fdopen(fd, "wb") as out:
+            out.write(secrets.token_bytes(32))
+        return path.read_bytes()
+
+
+def _signature(secret: bytes, visitor: str) -> str:
+    return hmac.new(secret, visitor.encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def new_visitor_cookie(secret: bytes) -> str:
+    visitor = secrets.token_hex(16)
+    return f"{visitor}.{_signature(secret, visitor)}"
+
+
+def visitor_id(value: str | None, secret: bytes) -> str | None:
+    """The visitor id a cookie carries, if this installation issued it (the signature matches)."""
+    if not value or len(value) > 100 or value.count(".") != 1:
+        return None
+    visitor, signature = value.split(".")
+    if len(visitor) != 32 or not all(c in "0123456789abcdef" for c in visitor):
+        return None
+    return visitor if hmac.compare_digest(signature.encode(), _signature(secret, visitor).encode()) else None
 
 
 def check_same_origin(request: Request) -> None:
@@ -258,7 +297,8 @@ def check_same_origin(request: Request) -> None:
     """
     if request.method in SAFE_METHODS or request.headers.get("authorization"):
         return
-    cookie_auth = bool(request.cookies.get(KEY_COOKIE) or visitor_id(request.cookies.get(VISITOR_COOKIE)))
+    secret = request.app.state.server.secret if "app" in request.scope else b""
+    cookie_auth = bool(request.cookies.get(KEY_COOKIE) or visitor_id(request.cookies.get(VISITOR_COOKIE), secret))
     site = request.headers.get("sec-fetch-site")
     if site is not None and site not in ("same-origin", "none"):
         raise ApiError(403, f"cross-site request refused (Sec-Fetch-Site: {site})", code="csrf")
@@ -268,7 +308,7 @@ def check_same_origin(request: Request) -> None:
     if cookie_auth:
         token = request.cookies.get(CSRF_COOKIE, "")
         sent = request.headers.get(CSRF_HEADER, "")
-        if not token or not secrets.compare_digest(token, sent):
+        if not token or not secrets.compare_digest(token.encode(), sent.encode()):
             raise ApiError(403, "the CSRF token is missing or wrong: reload the page", code="csrf")
 
 
@@ -279,11 +319,14 @@ def caller_of(request: Request) -> Caller:
     header = request.headers.get("authorization", "")
     secret = header[7:].strip() if header.lower().startswith("bearer ") else ""
     cookie_key = "" if header else request.cookies.get(KEY_COOKIE, "")
-    visitor = None if header or cookie_key else visitor_id(request.cookies.get(VISITOR_COOKIE))
+    visitor = None if header or cookie_key else visitor_id(request.cookies.get(VISITOR_COOKIE), server.secret)
     secret = secret or cookie_key
     info = server.store.check_key(secret) if secret else None
     if info is not None:
         caller = Caller(info.user_id, info.role, info.name)
+    elif cookie_key:
+        raise ApiError(401, "the key this browser logged in with is no longer valid: log in again at /login",
+                       code="invalid_api_key")  # fmt: skip
     elif server.config.keys_required():
         if not secret:
             raise ApiError(401, "an API key is required: send Authorization: Bearer <key>", code="missing_api_key")
@@ -292,8 +335,11 @@ def caller_of(request: Request) -> Caller:
         caller = Caller(f"visitor:{visitor}", "user", f"visitor:{visitor}")
     else:
         caller = Caller(None, "admin")  # the local operator
+    address = request.client.host if request.client else "local"
     if caller.key is not None or not is_loopback(server.config.host):  # the local operator is not limited
-        server.limits.request(caller.key or (request.client.host if request.client else "local"))
+        server.limits.request(caller.key or address)
+    if visitor is not None and not is_loopback(server.config.host):  # new visitor ids do not lift the limit
+        server.limits.request(f"address:{address}")
     return caller
 
 
@@ -467,6 +513,8 @@ def create_app(config: ServerConfig | None = None, store: Store | None = None) -
     web.install(app)
     app.add_middleware(BodyLimit, limit=config.max_body_bytes)
     app.add_middleware(SameOrigin)
+    if is_loopback(config.host):  # a page elsewhere cannot reach a loopback server by a rebound DNS name
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=["127.0.0.1", "localhost", "::1", "[::1]"])
     return app
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import random
 from typing import Any
 
@@ -28,6 +29,7 @@ from rejoinder.server.markdown import render_markdown
 from rejoinder.store import ARENA_VOTES, BattleInfo
 
 router = APIRouter(prefix="/api/arena")
+log = logging.getLogger("rejoinder.server")
 SIDES = ("a", "b")
 _rng = random.SystemRandom()
 
@@ -69,10 +71,24 @@ def _battle(server: Server, battle_id: str, caller: Caller) -> BattleInfo:
 
 
 def _side(server: Server, conversation_id: str, revealed: bool) -> list[dict[str, Any]]:
+    """One side's messages; before the vote without meta and without the bot's opening remark,
+    either of which could name it."""
     dialogue = server.store.load_dialogue(conversation_id)
+    shown = [m for m in dialogue.messages if revealed or m.role == "user" or m.parent_id is not None]
     return [{"id": m.id, "role": m.role, "text": m.text,
              "html": render_markdown(m.text) if m.role == "assistant" else None,
-             **({"meta": m.meta} if revealed else {})} for m in dialogue.messages]  # fmt: skip
+             **({"meta": m.meta} if revealed else {})} for m in shown]  # fmt: skip
+
+
+def _ready(server: Server, name: str) -> Any:
+    """A contestant's bot, or a 503 that does not name it."""
+    try:
+        return server.ready_bot(server.served_bot(name))
+    except ApiError as exc:
+        if exc.status != 503:
+            raise
+        raise ApiError(503, "a contestant is not ready yet; try again shortly", code="arena_unavailable",
+                       headers={"Retry-After": "2"}) from None  # fmt: skip
 
 
 def _view(server: Server, battle: BattleInfo) -> dict[str, Any]:
@@ -87,8 +103,7 @@ def _view(server: Server, battle: BattleInfo) -> dict[str, Any]:
 
 
 def _session(server: Server, name: str, conversation_id: str) -> ChatSession:
-    served = server.served_bot(name)
-    return ChatSession.resume(server.store, conversation_id, bot=server.ready_bot(served))
+    return ChatSession.resume(server.store, conversation_id, bot=_ready(server, name))
 
 
 @router.post("/battles", status_code=201)
@@ -101,7 +116,7 @@ def create_battle(request: Request) -> dict[str, Any]:
         left, right = arena.pick_pair(ready, server.store.left_counts(), _rng)
     except ValueError as exc:
         raise ApiError(503, f"the arena needs two bots that can start: {exc}", code="arena_unavailable") from None
-    bots = [server.ready_bot(server.served_bot(name)) for name in (left, right)]  # both ready, or 503 first
+    bots = [_ready(server, name) for name in (left, right)]  # both ready, or 503 before either is stored
     sides = []
     for name, bot in zip((left, right), bots, strict=True):
         served = server.served_bot(name)
@@ -130,7 +145,7 @@ def battle_turn(battle_id: str, body: NewTurn, request: Request) -> EventSourceR
     revealed = battle.vote is not None
     pairs = [("a", battle.contestant_a, battle.conversation_a), ("b", battle.contestant_b, battle.conversation_b)]
     for _, _, cid in pairs:
-        with server.turn(cid):  # 409 at once when a side is answering
+        with server.turn(cid, what="this battle"):  # 409 at once when a side is answering
             pass
     streams = []
     for side, name, cid in pairs:
@@ -145,7 +160,7 @@ def battle_turn(battle_id: str, body: NewTurn, request: Request) -> EventSourceR
 
         async def run(side: str, cid: str, stream: Any) -> None:
             try:
-                with server.turn(cid):
+                with server.turn(cid, what="this battle"):
                     async for piece in pieces_of(stream):
                         await queue.put({"event": "piece", "data": json.dumps({"side": side, "text": piece},
                                                                               ensure_ascii=False)})  # fmt: skip
@@ -157,7 +172,12 @@ def battle_turn(battle_id: str, body: NewTurn, request: Request) -> EventSourceR
                         await queue.put({"event": "reply", "data": data})
             except (ApiError, RejoinderError) as exc:
                 error = exc if isinstance(exc, ApiError) else from_rejoinder(exc)
-                body = error_body(error.status, error.message, error.param, error.code)
+                message = error.message if revealed else "this side could not answer"  # the message may name it
+                body = error_body(error.status, message, error.param, error.code)
+                await queue.put({"event": "error", "data": json.dumps({"side": side, **body})})
+            except Exception:  # a bot that fails: the other side still answers; the failure is logged
+                log.exception("an arena side failed in battle %s", battle.id)
+                body = error_body(500, "this side could not answer", None, "bot_failed")
                 await queue.put({"event": "error", "data": json.dumps({"side": side, **body})})
             finally:
                 await queue.put(None)
@@ -186,9 +206,16 @@ def vote(battle_id: str, body: Vote, request: Request) -> dict[str, Any]:
     battle = _battle(server, battle_id, caller)
     if body.vote not in ARENA_VOTES:
         raise ApiError(400, f"vote {body.vote!r}: expected one of {', '.join(ARENA_VOTES)}", param="vote")
-    answered = server.store.load_dialogue(battle.conversation_a).messages
-    if not any(m.role == "assistant" and m.parent_id for m in answered):
+    with server.busy_lock:
+        if battle.conversation_a in server.busy or battle.conversation_b in server.busy:
+            raise ApiError(409, "this battle is still answering: vote when both replies are in", code="battle_busy")
+    replies = [[m for m in server.store.load_dialogue(cid).messages if m.role == "assistant" and m.parent_id]
+               for cid in (battle.conversation_a, battle.conversation_b)]  # fmt: skip
+    if not replies[0] or not replies[1]:
         raise ApiError(409, "send a message first: there is nothing to vote on yet", code="nothing_to_vote_on")
+    if len(replies[0]) != len(replies[1]):
+        raise ApiError(409, "one side did not answer the last message: send it again, or start a new battle",
+                       code="sides_differ")  # fmt: skip
     try:
         battle = server.store.vote_battle(battle.id, body.vote)
     except RejoinderError as exc:

@@ -82,6 +82,19 @@ def _panel(bot: Any, dialogue: Any) -> dict[str, Any] | None:
         return None
 
 
+def _served_as(server: Server, info: Any) -> tuple[str, Any]:
+    """The served name a stored conversation is with: the entry of its bot with its options (two
+    names can serve one bot, e.g. ``eliza`` and ``eliza-1966``), else the first entry of its bot."""
+    same_bot = [(n, s) for n, s in server.served.items() if s.spec.bot == info.bot]
+    for name, served in same_bot:
+        if served.bot is not None and served.options == info.bot_options:
+            return name, served
+    for name, served in sorted(same_bot, key=lambda item: -len(item[1].spec.options)):
+        if all(str(info.bot_options.get(k)) == str(v) for k, v in served.spec.options.items()):
+            return name, served
+    return same_bot[0] if same_bot else (info.bot, None)
+
+
 def _conversation(server: Server, conversation_id: str) -> dict[str, Any]:
     info = server.store.get_conversation(conversation_id)
     dialogue = server.store.load_dialogue(conversation_id)
@@ -89,7 +102,7 @@ def _conversation(server: Server, conversation_id: str) -> dict[str, Any]:
     siblings: dict[str | None, list[str]] = {}
     for m in tree:
         siblings.setdefault(m.parent_id, []).append(m.id)
-    name, served = next(((n, s) for n, s in server.served.items() if s.spec.bot == info.bot), (info.bot, None))
+    name, served = _served_as(server, info)
     bot = served.bot if served is not None and info.bot_options == served.options else None
     return {"id": info.id, "bot": name, "options": info.bot_options, "created_at": info.created_at.isoformat(),
             "updated_at": info.updated_at.isoformat(), "messages": [_message(m, siblings) for m in dialogue.messages],
@@ -140,7 +153,8 @@ def list_conversations(request: Request, limit: int = 20, before: datetime | Non
         raise ApiError(400, "limit: 1 to 200", param="limit")
     found = server.store.list_conversations(limit=limit, user_id=caller.user_id, before=before,
                                             anonymous=caller.user_id is None)  # fmt: skip
-    data = [{"id": c.id, "bot": c.bot, "created_at": c.created_at.isoformat(), "updated_at": c.updated_at.isoformat(),
+    data = [{"id": c.id, "bot": _served_as(server, c)[0], "created_at": c.created_at.isoformat(),
+             "updated_at": c.updated_at.isoformat(),
              "messages": c.message_count} for c in found]  # fmt: skip
     return {"data": data, "next_before": found[-1].updated_at.isoformat() if len(found) == limit else None}
 
@@ -163,7 +177,7 @@ def delete_conversation(conversation_id: str, request: Request) -> Response:
 
 def _session(server: Server, conversation_id: str, caller: Caller) -> ChatSession:
     info = server.owned(conversation_id, caller)
-    served = next((s for s in server.served.values() if s.spec.bot == info.bot), None)
+    _, served = _served_as(server, info)
     if served is not None and info.bot_options == served.options:
         return ChatSession.resume(server.store, conversation_id, bot=server.ready_bot(served))
     return ChatSession.resume(server.store, conversation_id)

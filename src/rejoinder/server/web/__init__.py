@@ -18,7 +18,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-from rejoinder.server.app import CSRF_COOKIE, KEY_COOKIE, VISITOR_COOKIE, Server, visitor_id
+from rejoinder.server.app import CSRF_COOKIE, KEY_COOKIE, VISITOR_COOKIE, Server, new_visitor_cookie, visitor_id
 from rejoinder.server.errors import ApiError
 
 HERE = Path(__file__).parent
@@ -122,8 +122,9 @@ def page(request: Request, template: str, *, title: str, data: dict[str, Any] | 
     response.headers["x-content-type-options"] = "nosniff"
     response.headers["referrer-policy"] = "same-origin"
     response.set_cookie(CSRF_COOKIE, token, max_age=YEAR, samesite="strict", httponly=False)
-    if not keys and not logged_in and visitor_id(request.cookies.get(VISITOR_COOKIE)) is None:
-        response.set_cookie(VISITOR_COOKIE, secrets.token_hex(16), max_age=YEAR, samesite="strict", httponly=True)
+    if not keys and not logged_in and visitor_id(request.cookies.get(VISITOR_COOKIE), server.secret) is None:
+        response.set_cookie(VISITOR_COOKIE, new_visitor_cookie(server.secret), max_age=YEAR, samesite="strict",
+                            httponly=True)  # fmt: skip
     if request.query_params.get("lang") in LANGUAGES:
         response.set_cookie(LANG_COOKIE, lang, max_age=YEAR, samesite="lax")
     return response
@@ -176,7 +177,7 @@ def _next(target: str | None) -> str:
 @router.post("/login")
 def login(request: Request, key: str = Form(...), csrf: str = Form(...), next: str = Form("/")) -> Response:
     token = request.cookies.get(CSRF_COOKIE, "")
-    if not token or not secrets.compare_digest(token, csrf):
+    if not token or not secrets.compare_digest(token.encode(), csrf.encode()):
         raise ApiError(403, "the CSRF token is missing or wrong: reload the page", code="csrf")
     server: Server = request.app.state.server
     info = server.store.check_key(key.strip())
@@ -192,7 +193,7 @@ def login(request: Request, key: str = Form(...), csrf: str = Form(...), next: s
 @router.post("/logout")
 def logout(request: Request, csrf: str = Form(...)) -> Response:
     token = request.cookies.get(CSRF_COOKIE, "")
-    if not token or not secrets.compare_digest(token, csrf):
+    if not token or not secrets.compare_digest(token.encode(), csrf.encode()):
         raise ApiError(403, "the CSRF token is missing or wrong: reload the page", code="csrf")
     response = RedirectResponse("/login", status_code=303)
     response.delete_cookie(KEY_COOKIE)

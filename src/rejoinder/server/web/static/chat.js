@@ -206,6 +206,8 @@ function setBusy(busy) {
 }
 
 async function streamInto(path, body) {
+  const known = state.conversation.messages;
+  const before = known.length ? known[known.length - 1].id : null;
   const node = el("div", {class: "msg assistant streaming"}, el("div", {class: "body"}));
   $("messages").append(node);
   const text = node.querySelector(".body");
@@ -237,22 +239,21 @@ async function streamInto(path, body) {
   node.classList.remove("streaming");
   if (stopped) node.append(el("div", {class: "note", text: `(${T.cancelled})`}));
   if (failed) showError(failed);
-  await refresh(stopped ? shown : null);
+  await refresh(stopped && shown ? before : undefined);
   $("input").focus();
 }
 
-async function refresh(stoppedText) {
-  // The stored conversation: ids, versions and a stopped reply as it was kept. After a stop the
-  // server commits what was shown once its decoding notices, which may take it a moment; until
-  // then the page keeps the stopped reply as it is.
+async function refresh(before) {
+  // The stored conversation: ids, versions and a stopped reply as it was kept. A stopped reply is
+  // committed once the server's decoding notices the stop, which may take it a moment: until a
+  // reply newer than `before` (the last message before this turn) is stored, the page keeps what
+  // it shows. A reply stopped before its first piece is not stored at all.
   const id = state.conversation.id;
   for (let attempt = 0; attempt < 50; attempt++) {
     try {
       const conversation = await api("GET", `/api/conversations/${id}`);
       const last = conversation.messages[conversation.messages.length - 1];
-      const committed = last && last.role === "assistant" && last.parent_id;
-      if (stoppedText === null || (committed && last.meta && last.meta.finish_reason === "cancelled")
-          || (committed && !stoppedText)) {
+      if (before === undefined || (last && last.role === "assistant" && last.id !== before)) {
         state.conversation = conversation;
         render();
         break;
