@@ -23,7 +23,7 @@ from sse_starlette.sse import EventSourceResponse
 from rejoinder import arena
 from rejoinder.chat import ChatSession
 from rejoinder.errors import RejoinderError
-from rejoinder.server.app import Caller, Server, caller_of, pieces_of
+from rejoinder.server.app import Caller, Deadline, Server, caller_of, pieces_of
 from rejoinder.server.errors import ApiError, error_body, from_rejoinder
 from rejoinder.server.markdown import render_markdown
 from rejoinder.store import ARENA_VOTES, BattleInfo
@@ -160,10 +160,15 @@ def battle_turn(battle_id: str, body: NewTurn, request: Request) -> EventSourceR
 
         async def run(side: str, cid: str, stream: Any) -> None:
             try:
-                with server.turn(cid, what="this battle"):
+                with (
+                    server.turn(cid, what="this battle"),
+                    Deadline(stream, server.config.request_timeout_s) as deadline,
+                ):
                     async for piece in pieces_of(stream):
                         await queue.put({"event": "piece", "data": json.dumps({"side": side, "text": piece},
                                                                               ensure_ascii=False)})  # fmt: skip
+                    if deadline.fired:
+                        raise deadline.error()
                     if stream.reply is not None:
                         message = {"text": stream.reply.text, "html": render_markdown(stream.reply.text),
                                    "finish_reason": stream.reply.finish_reason,

@@ -17,7 +17,7 @@ from rejoinder.bots import bot_entry
 from rejoinder.chat import ChatSession
 from rejoinder.dialogue import PanelBot
 from rejoinder.errors import RejoinderError
-from rejoinder.server.app import Caller, Server, caller_of, check_client_options, pieces_of
+from rejoinder.server.app import Caller, Deadline, Server, caller_of, check_client_options, pieces_of
 from rejoinder.server.errors import ApiError, error_body, from_rejoinder
 from rejoinder.server.markdown import render_markdown
 
@@ -204,9 +204,11 @@ def _streamed(server: Server, conversation_id: str, session: ChatSession, stream
 
     async def events() -> Any:
         try:
-            with server.turn(conversation_id):
+            with server.turn(conversation_id), Deadline(stream, server.config.request_timeout_s) as deadline:
                 async for piece in pieces_of(stream):
                     yield {"event": "piece", "data": json.dumps({"text": piece}, ensure_ascii=False)}
+                if deadline.fired:
+                    raise deadline.error()
                 if stream.reply is not None:
                     yield {"event": "reply", "data": json.dumps(_reply(stream.reply, session), ensure_ascii=False,
                                                                 default=str)}  # fmt: skip

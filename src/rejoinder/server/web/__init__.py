@@ -121,10 +121,11 @@ def page(request: Request, template: str, *, title: str, data: dict[str, Any] | 
     )
     response.headers["x-content-type-options"] = "nosniff"
     response.headers["referrer-policy"] = "same-origin"
-    response.set_cookie(CSRF_COOKIE, token, max_age=YEAR, samesite="strict", httponly=False)
+    secure = request.url.scheme == "https"  # behind a TLS proxy that says so; loopback http otherwise
+    response.set_cookie(CSRF_COOKIE, token, max_age=YEAR, samesite="strict", httponly=False, secure=secure)
     if not keys and not logged_in and visitor_id(request.cookies.get(VISITOR_COOKIE), server.secret) is None:
         response.set_cookie(VISITOR_COOKIE, new_visitor_cookie(server.secret), max_age=YEAR, samesite="strict",
-                            httponly=True)  # fmt: skip
+                            httponly=True, secure=secure)  # fmt: skip
     if request.query_params.get("lang") in LANGUAGES:
         response.set_cookie(LANG_COOKIE, lang, max_age=YEAR, samesite="lax")
     return response
@@ -186,7 +187,8 @@ def login(request: Request, key: str = Form(...), csrf: str = Form(...), next: s
                         status=401)  # fmt: skip
         return response
     response = RedirectResponse(_next(next), status_code=303)
-    response.set_cookie(KEY_COOKIE, key.strip(), max_age=30 * 24 * 3600, samesite="strict", httponly=True)
+    response.set_cookie(KEY_COOKIE, key.strip(), max_age=30 * 24 * 3600, samesite="strict", httponly=True,
+                        secure=request.url.scheme == "https")  # fmt: skip
     return response
 
 
