@@ -144,8 +144,9 @@ def battle_turn(battle_id: str, body: NewTurn, request: Request) -> EventSourceR
                        f"{server.config.max_message_chars}", param="text", code="message_too_long")  # fmt: skip
     revealed = battle.vote is not None
     pairs = [("a", battle.contestant_a, battle.conversation_a), ("b", battle.contestant_b, battle.conversation_b)]
+    who = caller.key or "local"
     for _, _, cid in pairs:
-        with server.turn(cid, what="this battle"):  # 409 at once when a side is answering
+        with server.turn(cid, what="this battle"), server.limits.stream(who):  # 409 or 429 at once
             pass
     streams = []
     for side, name, cid in pairs:
@@ -161,6 +162,7 @@ def battle_turn(battle_id: str, body: NewTurn, request: Request) -> EventSourceR
         async def run(side: str, cid: str, stream: Any) -> None:
             try:
                 with (
+                    server.limits.stream(who),
                     server.turn(cid, what="this battle"),
                     Deadline(stream, server.config.request_timeout_s) as deadline,
                 ):

@@ -194,17 +194,24 @@ def send_message(conversation_id: str, body: NewMessage, request: Request) -> An
         with server.turn(conversation_id):
             reply = session.send(body.text, after=body.after)
         return _reply(reply, session)
-    with server.turn(conversation_id):  # 409 at once when a turn is under way
+    with server.turn(conversation_id), server.limits.stream(caller.key or "local"):  # 409 or 429 at once
         pass
-    return _streamed(server, conversation_id, session, session.stream(body.text, after=body.after))
+    return _streamed(server, conversation_id, session, session.stream(body.text, after=body.after),
+                     caller.key or "local")  # fmt: skip
 
 
-def _streamed(server: Server, conversation_id: str, session: ChatSession, stream: Any) -> EventSourceResponse:
-    """A turn as server-sent events: ``piece`` (text as it comes), then ``reply`` or ``error``."""
+def _streamed(server: Server, conversation_id: str, session: ChatSession, stream: Any,
+              who: str) -> EventSourceResponse:  # fmt: skip
+    """A turn as server-sent events: ``piece`` (text as it comes), then ``reply`` or ``error``;
+    each caller has at most ``streams_per_caller`` open at once."""
 
     async def events() -> Any:
         try:
-            with server.turn(conversation_id), Deadline(stream, server.config.request_timeout_s) as deadline:
+            with (
+                server.limits.stream(who),
+                server.turn(conversation_id),
+                Deadline(stream, server.config.request_timeout_s) as deadline,
+            ):
                 async for piece in pieces_of(stream):
                     yield {"event": "piece", "data": json.dumps({"text": piece}, ensure_ascii=False)}
                 if deadline.fired:
@@ -227,13 +234,13 @@ def regenerate(conversation_id: str, body: Regenerate, request: Request) -> Any:
     server, caller = _server(request)
     session = _session(server, conversation_id, caller)
     if body.stream:
-        with server.turn(conversation_id):
+        with server.turn(conversation_id), server.limits.stream(caller.key or "local"):
             pass
         try:
             stream = session.regenerate_stream(body.message_id)
         except RejoinderError as exc:
             raise from_rejoinder(exc) from None
-        return _streamed(server, conversation_id, session, stream)
+        return _streamed(server, conversation_id, session, stream, caller.key or "local")
     with server.turn(conversation_id):
         reply = session.regenerate(body.message_id)
     return _reply(reply, session)
