@@ -247,3 +247,17 @@ def test_a_rebound_dns_name_cannot_reach_a_loopback_server(web):
     refused = httpx.post(web.url + "/api/conversations", json={"bot": "eliza"}, headers={"host": "evil.example:80"})
     assert refused.status_code == 400
     assert httpx.get(web.url.replace("127.0.0.1", "localhost") + "/").status_code == 200
+
+
+def test_the_arena_keys_of_a_server_config_file_are_read_and_checked(tmp_path):
+    from rejoinder.errors import SourceError
+    from rejoinder.server.config import load_server_config
+
+    path = tmp_path / "server.yaml"
+    path.write_text("bots: [eliza, eliza-ru]\narena: [eliza, eliza-ru]\narena_daily_cap: 5\n", encoding="utf-8")
+    config = load_server_config(path)
+    config.check()
+    assert config.arena == ["eliza", "eliza-ru"] and config.arena_daily_cap == 5
+    path.write_text("arena: [eliza, 3]\n", encoding="utf-8")
+    with pytest.raises(SourceError, match="arena: expected a list of served bot names"):
+        load_server_config(path)
