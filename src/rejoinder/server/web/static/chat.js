@@ -249,7 +249,7 @@ async function refresh(before) {
   // reply newer than `before` (the last message before this turn) is stored, the page keeps what
   // it shows. A reply stopped before its first piece is not stored at all.
   const id = state.conversation.id;
-  for (let attempt = 0; attempt < 50; attempt++) {
+  for (let attempt = 0; attempt < 150; attempt++) {  // up to 30 s
     try {
       const conversation = await api("GET", `/api/conversations/${id}`);
       const last = conversation.messages[conversation.messages.length - 1];
