@@ -50,3 +50,11 @@ def test_arena_sides_stay_out_of_the_conversation_list_and_positions_are_counted
     store.vote_battle(first.id, "a")
     assert [b.id for b in store.battles(voted=True)] == [first.id]
     assert len(store.battles(voted=False)) == 1
+
+
+def test_the_votes_so_far_are_counted_without_loading_the_battles(store):
+    assert store.votes_so_far() == (0, None)
+    first = battle(store)
+    battle(store)
+    voted = store.vote_battle(first.id, "a")
+    assert store.votes_so_far() == (1, voted.voted_at)

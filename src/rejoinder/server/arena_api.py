@@ -50,12 +50,11 @@ def contestants(server: Server) -> list[str]:
 
 def current_leaderboard(server: Server) -> arena.Leaderboard:
     """The leaderboard of every vote so far, refitted only when a vote came in since the last fit."""
-    battles = server.store.battles(voted=True)
-    key = (len(battles), max((b.voted_at for b in battles if b.voted_at), default=None))
+    key = server.store.votes_so_far()
     cached = server.leaderboard_cache
     if cached is not None and cached[0] == key:
         return cached[1]
-    board = arena.leaderboard(battles, daily_cap=server.config.arena_daily_cap)
+    board = arena.leaderboard(server.store.battles(voted=True), daily_cap=server.config.arena_daily_cap)
     server.leaderboard_cache = (key, board)
     return board
 

@@ -686,6 +686,15 @@ class Store:
                 query = query.where(ArenaBattle.user_id == user_id)
             return [self._battle(row) for row in s.scalars(query)]
 
+    def votes_so_far(self) -> tuple[int, datetime | None]:
+        """How many battles have a vote and when the last was cast: what a leaderboard depends on
+        (votes are never changed), without loading the battles."""
+        with self.session() as s:
+            count, last = s.execute(
+                select(func.count(), func.max(ArenaBattle.voted_at)).where(ArenaBattle.vote.is_not(None))
+            ).one()
+            return count, _aware(last) if last is not None else None
+
     def battle_of(self, conversation_id: str) -> BattleInfo | None:
         """The battle a conversation is a side of, if any."""
         with self.session() as s:

@@ -112,7 +112,6 @@ def page(request: Request, template: str, *, title: str, data: dict[str, Any] | 
         page=template.removesuffix(".html"),
         logged_in=logged_in,
         keys=keys,
-        strings=STRINGS[lang],
     )
     response = HTMLResponse(html, status_code=status)
     response.headers["content-security-policy"] = (
@@ -183,9 +182,8 @@ def login(request: Request, key: str = Form(...), csrf: str = Form(...), next: s
     server: Server = request.app.state.server
     info = server.store.check_key(key.strip())
     if info is None:
-        response = page(request, "login.html", title="Rejoinder login", data={"next": _next(next), "failed": True},
-                        status=401)  # fmt: skip
-        return response
+        return page(request, "login.html", title="Rejoinder login", data={"next": _next(next), "failed": True},
+                    status=401)  # fmt: skip
     response = RedirectResponse(_next(next), status_code=303)
     response.set_cookie(KEY_COOKIE, key.strip(), max_age=30 * 24 * 3600, samesite="strict", httponly=True,
                         secure=request.url.scheme == "https")  # fmt: skip
