@@ -28,6 +28,7 @@ from rejoinder.align.reward import (
     read_scoring_input,
     train_reward,
 )
+from rejoinder.align.runs import latest_checkpoint
 from rejoinder.align.sft import SFTConfig, encode_demonstration, ensure_chat_template, train_sft
 from rejoinder.align.training_data import read_training_data
 from rejoinder.datasets.rlhf import prompt_key
@@ -229,7 +230,7 @@ def test_a_run_killed_mid_epoch_resumes_from_its_last_checkpoint(tmp_path, step)
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 240
     try:
-        while not (out / "checkpoints" / step / "checkpoint-20" / "trainer_state.json").is_file():
+        while int(getattr(latest_checkpoint(out / "checkpoints" / step), "name", "checkpoint-0").split("-")[1]) < 20:
             assert process.poll() is None, process.stderr.read().decode()[-2000:]
             assert time.monotonic() < deadline, "no checkpoint after 240 s"
             time.sleep(0.05)
@@ -242,6 +243,16 @@ def test_a_run_killed_mid_epoch_resumes_from_its_last_checkpoint(tmp_path, step)
     report = json.loads((out / step / f"rejoinder-{step}.json").read_text())
     assert report["resumed_from"] is not None and int(report["resumed_from"].split("-")[1]) >= 20
     assert report["steps"] == 60
+
+
+def test_a_checkpoint_cut_short_by_a_kill_during_its_save_is_skipped_when_resuming(tmp_path):
+    checkpoints = tmp_path / "checkpoints"
+    for step, state in [(10, '{"global_step": 10}'), (20, '{"global_step": 20}'), (30, ""), (40, '{"glob')]:
+        (checkpoints / f"checkpoint-{step}").mkdir(parents=True)
+        (checkpoints / f"checkpoint-{step}" / "trainer_state.json").write_text(state)
+    (checkpoints / "checkpoint-50").mkdir()  # killed before its state was written at all
+    assert latest_checkpoint(checkpoints) == checkpoints / "checkpoint-20"
+    assert latest_checkpoint(tmp_path / "nowhere") is None
 
 
 # --------------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -10,6 +11,8 @@ from typing import Any
 
 from rejoinder.align.config import save_config, to_plain
 from rejoinder.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 
 def process_state() -> Any:
@@ -21,16 +24,33 @@ def process_state() -> Any:
     return PartialState(cpu=not torch.cuda.is_available())
 
 
+def _complete(checkpoint: Path) -> bool:
+    """Whether a checkpoint folder was written to the end. Its ``trainer_state.json`` is the last file
+    a save writes, so a kill during the save leaves it missing, empty or cut short."""
+    import json
+
+    try:
+        state = json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    return isinstance(state, dict)
+
+
 def latest_checkpoint(directory: Path) -> Path | None:
     """The checkpoint with the highest step whose files are complete (a killed save is skipped)."""
     if not directory.is_dir():
         return None
-    done = [
-        p
-        for p in directory.glob("checkpoint-*")
-        if p.name.split("-")[-1].isdigit() and (p / "trainer_state.json").is_file()
-    ]
-    return max(done, key=lambda p: int(p.name.split("-")[-1]), default=None)
+    numbered = sorted(
+        (p for p in directory.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()),
+        key=lambda p: int(p.name.split("-")[-1]),
+        reverse=True,
+    )
+    for checkpoint in numbered:
+        if _complete(checkpoint):
+            return checkpoint
+        if (checkpoint / "trainer_state.json").exists():
+            log.warning("%s was cut short by a kill during its save; resuming from an earlier one", checkpoint)
+    return None
 
 
 def same_config(run: Path, name: str, config: Any) -> bool:
