@@ -30,10 +30,9 @@ from __future__ import annotations
 
 import argparse
 import math
-import random
 import sys
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -42,7 +41,7 @@ from sklearn.linear_model import LogisticRegression
 
 sys.path.insert(0, str(ROOT / "src"))
 
-from rejoinder.arena import leaderboard
+from rejoinder.arena import leaderboard, simulate_votes
 from rejoinder.store import BattleInfo
 
 FASTCHAT_SECONDS_PER_100 = 10.0
@@ -57,17 +56,9 @@ START = datetime(2024, 1, 1, tzinfo=UTC)
 
 def simulate(votes: int, contestants: int, tie_rate: float, seed: int) -> tuple[list[BattleInfo], dict[str, float]]:
     """Votes among contestants 50 Elo points apart (mean 1000), by 1,000 users over 30 days."""
-    rng = random.Random(seed)
     names = [f"bot-{k:02d}" for k in range(contestants)]
     strengths = {name: 1000.0 + 50.0 * (k - (contestants - 1) / 2) for k, name in enumerate(names)}
-    battles = []
-    for n in range(votes):
-        a, b = rng.sample(names, 2)
-        p_a = 1.0 / (1.0 + 10.0 ** ((strengths[b] - strengths[a]) / 400.0))
-        u = rng.random()
-        vote = "tie" if u < tie_rate else ("a" if u < tie_rate + (1.0 - tie_rate) * p_a else "b")
-        at = START + timedelta(seconds=rng.uniform(0, 30 * 86400))
-        battles.append(BattleInfo(f"b{n}", f"user-{rng.randrange(1000)}", at, a, b, f"ca{n}", f"cb{n}", vote, at))
+    battles = simulate_votes(strengths, votes, seed=seed, tie_rate=tie_rate, users=1000, start=START, days=30)
     return battles, strengths
 
 

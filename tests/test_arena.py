@@ -20,6 +20,7 @@ from rejoinder.arena import (
     leaderboard,
     pick_pair,
     rank_by_intervals,
+    simulate_votes,
 )
 from rejoinder.cli import app, arena_leaderboard_command
 from rejoinder.store import BattleInfo
@@ -33,16 +34,7 @@ def vote(a: str, b: str, outcome: str, *, user: str | None = None, at: datetime 
 
 def simulate(strengths: dict[str, float], count: int, seed: int, tie_rate: float = 0.1) -> list[BattleInfo]:
     """Votes among contestants of the given Elo strengths, each by its own user (so none is capped)."""
-    rng = random.Random(seed)
-    names = list(strengths)
-    votes = []
-    for n in range(count):
-        a, b = rng.sample(names, 2)
-        p_a = 1 / (1 + 10 ** ((strengths[b] - strengths[a]) / 400))
-        u = rng.random()
-        outcome = "tie" if u < tie_rate else ("a" if u < tie_rate + (1 - tie_rate) * p_a else "b")
-        votes.append(vote(a, b, outcome, user=f"user-{n}", at=DAY + timedelta(seconds=n), n=n))
-    return votes
+    return simulate_votes(strengths, count, seed=seed, tie_rate=tie_rate, start=DAY)
 
 
 STRENGTHS = {"alpha": 1200.0, "beta": 1100.0, "gamma": 1000.0, "delta": 900.0, "epsilon": 800.0}
@@ -56,6 +48,22 @@ def test_bradley_terry_recovers_the_order_and_the_gaps_of_known_strengths():
         assert abs(row.rating - STRENGTHS[row.contestant]) < 40  # the interval is about +-20
         assert row.lower < STRENGTHS[row.contestant] + 40 and row.upper > STRENGTHS[row.contestant] - 40
     assert board.counted == 4000 and board.capped == 0
+
+
+def test_simulated_votes_follow_the_bradley_terry_odds_and_spread_over_the_given_voters_and_days():
+    votes = simulate_votes({"strong": 1200.0, "weak": 1000.0}, 4000, seed=7, tie_rate=0.2, users=10, days=3)
+    ties = sum(v.vote == "tie" for v in votes) / len(votes)
+    decided = [v for v in votes if v.vote != "tie"]
+    strong_wins = sum((v.vote == "a") == (v.contestant_a == "strong") for v in decided) / len(decided)
+    assert ties == pytest.approx(0.2, abs=0.03)
+    assert strong_wins == pytest.approx(1 / (1 + 10 ** (-200 / 400)), abs=0.03)  # 0.76
+    assert {v.user_id for v in votes} == {f"user-{k}" for k in range(10)}
+    assert max(v.created_at for v in votes) - min(v.created_at for v in votes) > timedelta(days=2.9)
+    assert simulate_votes({"x": 1.0, "y": 2.0}, 50, seed=1) == simulate_votes({"x": 1.0, "y": 2.0}, 50, seed=1)
+    with pytest.raises(ValueError, match="at least 2 contestants"):
+        simulate_votes({"alone": 1000.0}, 10)
+    with pytest.raises(ValueError, match="tie_rate"):
+        simulate_votes({"x": 1.0, "y": 2.0}, 10, tie_rate=1.5)
 
 
 def test_ties_count_half_a_win_each_way_and_both_bad_counts_as_a_tie():

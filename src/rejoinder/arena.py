@@ -33,7 +33,7 @@ import random
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
-from datetime import UTC, date
+from datetime import UTC, date, datetime
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
@@ -235,6 +235,46 @@ def pick_pair(
     if balance(first) > balance(second) or (balance(first) == balance(second) and rng.random() < 0.5):
         first, second = second, first
     return first, second
+
+
+def simulate_votes(
+    strengths: dict[str, float],
+    count: int,
+    *,
+    seed: int = 0,
+    tie_rate: float = 0.1,
+    users: int | None = None,
+    start: datetime = datetime(2024, 1, 1, tzinfo=UTC),
+    days: float = 0.0,
+) -> list[BattleInfo]:
+    """``count`` voted battles among contestants of known ratings, as the Bradley–Terry model draws them.
+
+    Each battle pairs two distinct contestants at random; its vote is a tie with probability
+    ``tie_rate``, else won by ``a`` with the model's probability. Voters are ``users`` ids drawn at
+    random (``None``: each battle its own voter, so the daily cap leaves none out); the votes are
+    spread at random over ``days`` from ``start`` (0: one second apart). For studying the leaderboard
+    (how many votes a gap needs, what ties do to it) and for testing it against a known truth.
+    """
+    from datetime import timedelta
+
+    from rejoinder.store import BattleInfo
+
+    if len(strengths) < 2:
+        raise ValueError(f"simulated battles need at least 2 contestants, got {len(strengths)}")
+    if not 0.0 <= tie_rate <= 1.0:
+        raise ValueError(f"tie_rate must be between 0 and 1, got {tie_rate}")
+    rng = random.Random(seed)
+    names = list(strengths)
+    battles = []
+    for n in range(count):
+        a, b = rng.sample(names, 2)
+        p_a = 1.0 / (1.0 + BASE ** ((strengths[b] - strengths[a]) / SCALE))
+        u = rng.random()
+        vote = "tie" if u < tie_rate else ("a" if u < tie_rate + (1.0 - tie_rate) * p_a else "b")
+        at = start + timedelta(seconds=rng.uniform(0, days * 86400) if days else n)
+        user = f"user-{n}" if users is None else f"user-{rng.randrange(users)}"
+        battles.append(BattleInfo(f"battle-{n}", user, at, a, b, f"conv-a-{n}", f"conv-b-{n}", vote, at))
+    return battles
 
 
 def _records(cells: np.ndarray, counts: np.ndarray, n: int) -> list[tuple[int, int, int, int]]:
