@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from itertools import combinations
 
 import pytest
+from rich.console import Console
 from typer.testing import CliRunner
 
 from rejoinder.arena import (
@@ -64,6 +65,22 @@ def test_simulated_votes_follow_the_bradley_terry_odds_and_spread_over_the_given
         simulate_votes({"alone": 1000.0}, 10)
     with pytest.raises(ValueError, match="tie_rate"):
         simulate_votes({"x": 1.0, "y": 2.0}, 10, tie_rate=1.5)
+
+
+def test_a_contestant_with_few_votes_is_marked_preliminary_in_the_rows_the_table_and_the_json():
+    from rejoinder.arena import PRELIMINARY_VOTES
+
+    votes = simulate({"old": 1100.0, "older": 1000.0}, 3 * PRELIMINARY_VOTES, seed=8)
+    votes += [vote("newcomer", "old", "a", user="u", n=10_000 + k) for k in range(PRELIMINARY_VOTES - 1)]
+    board = leaderboard(votes, rounds=20)
+    flags = {row.contestant: row.preliminary for row in board.rows}
+    assert flags == {"old": False, "older": False, "newcomer": True}
+    assert [row["preliminary"] for row in board.to_json()["rows"] if row["contestant"] == "newcomer"] == [True]
+    assert board.to_json()["settings"]["preliminary_votes"] == PRELIMINARY_VOTES
+    console = Console(width=200, record=True)
+    console.print(board.table())
+    printed = console.export_text()
+    assert "newcomer *" in printed and "preliminary" in printed
 
 
 def test_ties_count_half_a_win_each_way_and_both_bad_counts_as_a_tie():

@@ -142,6 +142,7 @@ def test_an_arena_battle_is_blind_until_the_vote_and_the_vote_reveals_both_names
     assert streamed[-1][0] == "done"
     seen = client.get(f"/api/arena/battles/{battle['id']}").json()
     assert all("meta" not in m for m in seen["a"]["messages"]) and "name" not in seen["a"]
+    assert [m["finish_reason"] for m in seen["a"]["messages"]] == [None, "stop"]  # how a reply ended names no one
     assert browser(web).get(f"/api/arena/battles/{battle['id']}").status_code == 404  # another visitor's
     assert client.post(f"/api/arena/battles/{battle['id']}/vote", json={"vote": "left"}).status_code == 400
     voted = client.post(f"/api/arena/battles/{battle['id']}/vote", json={"vote": "b"}).json()
@@ -166,8 +167,9 @@ def test_the_leaderboard_counts_votes_within_the_daily_cap(web):
     board = client.get("/api/arena/leaderboard").json()
     assert {row["contestant"] for row in board["rows"]} == {"eliza", "eliza-1966"}
     assert board["capped"] >= 1  # this visitor's third vote today is over the cap of 2
+    assert all(row["preliminary"] for row in board["rows"])  # a handful of votes each
     page = client.get("/leaderboard")
-    assert page.status_code == 200 and "eliza-1966" in page.text
+    assert page.status_code == 200 and "eliza-1966" in page.text and "preliminary" in page.text
 
 
 def test_positions_are_balanced_over_battles(web):

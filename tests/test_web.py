@@ -327,6 +327,52 @@ def test_an_arena_vote_reveals_the_names_and_reaches_the_export_and_the_leaderbo
     shoot(page, "leaderboard")
 
 
+@pytest.fixture(scope="module")
+def assistant_arena(tmp_path_factory):
+    """A server whose arena is two variants of the assistant: replies long enough to stop."""
+    tmp = tmp_path_factory.mktemp("web-arena")
+    config = tmp / "server.yaml"
+    config.write_text(
+        "prepare: true\n"
+        "arena: [assistant, assistant-warm]\n"
+        "bots:\n"
+        "  - {name: assistant, bot: assistant, options: {max_new_tokens: 400}}\n"
+        "  - {name: assistant-warm, bot: assistant, options: {max_new_tokens: 400, temperature: 1.0}}\n",
+        encoding="utf-8",
+    )
+    db_url = f"sqlite:///{tmp / 'arena.db'}"
+    process = ServerProcess(config, db_url)
+    process.env["REJOINDER_HOME"] = str(tmp / "home")
+    process.wait_ready(timeout=600)
+    process.db_url = db_url
+    yield process
+    process.stop()
+
+
+def test_stopping_an_arena_turn_keeps_both_sides_as_stopped_and_the_vote_still_counts(page, assistant_arena):
+    server = assistant_arena
+    page.goto(server.url + "/arena")
+    say(page, "Write a long story about a lighthouse keeper and the sea, in many chapters.")
+    for side in ("a", "b"):
+        expect(page.locator(f"#messages-{side} .msg.streaming .body")).not_to_have_text("", timeout=60_000)
+    expect(page.locator("#stop")).to_be_visible()
+    page.locator("#input").press("Escape")  # the keyboard's stop; the button does the same
+    expect(page.locator("#stop")).to_be_hidden()
+    expect(page.locator("#send")).to_be_enabled(timeout=30_000)  # once both stopped replies are stored
+    store = store_of(server)
+    battle = store.battles(user_id=visitor_of(page))[0]
+    for side, cid in (("a", battle.conversation_a), ("b", battle.conversation_b)):
+        reply = store.load_dialogue(cid).messages[-1]
+        assert reply.role == "assistant" and reply.meta["finish_reason"] == "cancelled"
+        shown = page.locator(f"#messages-{side} .msg.assistant").last
+        expect(shown.locator(".body")).to_have_text(reply.text)  # the kept version, once both are stored
+        expect(shown.locator(".note")).to_have_text("(stopped)")
+    expect(page.locator("#votes")).to_be_visible()
+    page.get_by_role("button", name="Tie").click()
+    expect(page.locator("#verdict")).to_have_text("Your vote: Tie")
+    assert store.battle(battle.id).vote == "tie"
+
+
 def test_the_pages_load_nothing_from_elsewhere(page, server):
     requested: list[str] = []
     page.on("request", lambda request: requested.append(request.url))

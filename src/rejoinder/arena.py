@@ -71,6 +71,10 @@ TOLERANCE = 1e-9
 MAX_ITERATIONS = 100
 """Newton iterations at most (a few dozen at the very most are needed: it converges quadratically)."""
 
+PRELIMINARY_VOTES = 50
+"""A contestant with fewer counted votes than this is marked preliminary: an interval from resamples of
+so few votes says little (with one vote every resample is that vote, and the interval has no width)."""
+
 VOTE_SCORES = {"a": 1.0, "b": 0.0, "tie": 0.5, "bad": 0.5}
 """What each vote is worth to the left contestant ``a`` (the right one gets the rest)."""
 
@@ -90,6 +94,8 @@ class LeaderboardRow:
     losses: int
     ties: int
     """Ties and "both are bad" votes."""
+    preliminary: bool = False
+    """Fewer than :data:`PRELIMINARY_VOTES` votes: the rating and its interval may move a lot."""
 
 
 @dataclass(frozen=True)
@@ -116,6 +122,7 @@ class Leaderboard:
             "init_rating": INIT_RATING,
             "prior": PRIOR,
             "interval": [2.5, 97.5],
+            "preliminary_votes": PRELIMINARY_VOTES,
         }
 
     def to_json(self) -> dict[str, Any]:
@@ -128,17 +135,20 @@ class Leaderboard:
         }
 
     def table(self) -> Table:
-        """The leaderboard as a rich table (rank, contestant, rating, interval, record)."""
+        """The leaderboard as a rich table (rank, contestant, rating, interval, record); a preliminary
+        contestant's name ends with an asterisk."""
+        note = f"; * preliminary: fewer than {PRELIMINARY_VOTES} votes" if any(r.preliminary for r in self.rows) else ""
         table = Table(
             "rank", "contestant", "rating", "95% CI", "votes", "wins", "losses", "ties",
             box=None, header_style="bold",
-            caption=f"{self.counted} votes counted, {self.rounds} bootstrap rounds (seed {self.seed})",
+            caption=f"{self.counted} votes counted, {self.rounds} bootstrap rounds (seed {self.seed})" + note,
         )  # fmt: skip
         for column in table.columns[2:]:
             column.justify = "right"
         for row in self.rows:
             interval = f"+{row.upper - row.rating:.0f}/-{row.rating - row.lower:.0f}"
-            table.add_row(str(row.rank), row.contestant, f"{row.rating:.0f}", interval,
+            name = f"{row.contestant} *" if row.preliminary else row.contestant
+            table.add_row(str(row.rank), name, f"{row.rating:.0f}", interval,
                           str(row.votes), str(row.wins), str(row.losses), str(row.ties))  # fmt: skip
         return table
 
@@ -201,10 +211,11 @@ def leaderboard(
         lower, upper = ratings, ratings
     ranks = rank_by_intervals(lower.tolist(), upper.tolist())
     records = _records(cells, counts, n)
-    rows = [
-        LeaderboardRow(name, float(ratings[i]), float(lower[i]), float(upper[i]), ranks[i], *records[i])
-        for i, name in enumerate(names)
-    ]
+    rows = []
+    for i, name in enumerate(names):
+        votes, wins, losses, ties = records[i]
+        rows.append(LeaderboardRow(name, float(ratings[i]), float(lower[i]), float(upper[i]), ranks[i],
+                                   votes, wins, losses, ties, preliminary=votes < PRELIMINARY_VOTES))  # fmt: skip
     rows.sort(key=lambda row: (-row.rating, row.contestant))
     return Leaderboard(rows, len(counted), capped, rounds, daily_cap, seed)
 

@@ -76,6 +76,7 @@ def _side(server: Server, conversation_id: str, revealed: bool) -> list[dict[str
     shown = [m for m in dialogue.messages if revealed or m.role == "user" or m.parent_id is not None]
     return [{"id": m.id, "role": m.role, "text": m.text,
              "html": render_markdown(m.text) if m.role == "assistant" else None,
+             "finish_reason": m.meta.get("finish_reason", "stop") if m.role == "assistant" else None,
              **({"meta": m.meta} if revealed else {})} for m in shown]  # fmt: skip
 
 

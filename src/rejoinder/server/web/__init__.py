@@ -50,6 +50,7 @@ STRINGS: dict[str, dict[str, str]] = {
                             "is one plus the number of contestants surely better.",
         "key": "API key", "login_note": "This server needs an API key (rejoinder keys create).",
         "language": "Language", "sidebar": "Sidebar", "messages": "Messages", "menu": "Menu",
+        "preliminary": "preliminary", "preliminary_note": "Few votes yet: the rating and its interval may move a lot.",
     },
     "ru": {
         "chat": "Чат", "arena": "Арена", "leaderboard": "Рейтинг", "login": "Войти", "logout": "Выйти",
@@ -75,6 +76,8 @@ STRINGS: dict[str, dict[str, str]] = {
                             "единица плюс число участников, которые точно лучше.",
         "key": "API-ключ", "login_note": "Этому серверу нужен API-ключ (rejoinder keys create).",
         "language": "Язык", "sidebar": "Боковая панель", "messages": "Сообщения", "menu": "Меню",
+        "preliminary": "предварительно",
+        "preliminary_note": "Голосов пока мало: рейтинг и интервал могут сильно измениться.",
     },
 }  # fmt: skip
 

@@ -1,8 +1,9 @@
 // The arena: one message to two anonymous bots, both replies streamed side by side, a vote, then
-// their names. The battle can go on for more turns, before the vote or after it.
+// their names. The battle can go on for more turns, before the vote or after it. Stop (or Escape)
+// stops both replies; each side keeps what it had produced, marked as stopped.
 "use strict";
 const $ = (id) => document.getElementById(id);
-const arena = {battle: null, busy: false};
+const arena = {battle: null, busy: false, controller: null};
 
 function sideBox(side) { return $(`messages-${side}`); }
 
@@ -16,7 +17,9 @@ function renderBattle() {
       else {
         const body = el("div", {class: "body"});
         setBody(body, m.text, m.html);
-        box.append(el("div", {class: "msg assistant"}, body));
+        const stopped = m.finish_reason === "cancelled" &&
+          el("div", {class: "note", text: `(${T.cancelled})`});
+        box.append(el("div", {class: "msg assistant"}, body, stopped));
       }
     }
     const name = battle && battle[side].name;
@@ -52,8 +55,16 @@ async function send(event) {
     sideBox(side).append(el("div", {class: "msg assistant streaming"}, bodies[side]));
   }
   const shown = {a: "", b: ""};
+  const before = {};
+  for (const side of ["a", "b"]) {
+    const known = arena.battle[side].messages;
+    before[side] = known.length ? known[known.length - 1].id : null;
+  }
+  let stopped = false;
   arena.busy = true;
+  arena.controller = new AbortController();
   $("send").disabled = true;
+  $("stop").hidden = false;
   renderVotesHidden();
   try {
     await sse(`/api/arena/battles/${arena.battle.id}/messages`, {text}, (name, data) => {
@@ -63,14 +74,42 @@ async function send(event) {
       } else if (name === "error") {
         showError(new Error(data.error.message));
       }
-    });
-  } catch (error) { showError(error); }
+    }, arena.controller.signal);
+  } catch (error) {
+    if (error.name === "AbortError") stopped = true;
+    else showError(error);
+  }
+  arena.controller = null;
+  $("stop").hidden = true;
+  await reload(stopped, shown, before);
   arena.busy = false;
   $("send").disabled = false;
-  try {
-    arena.battle = await api("GET", `/api/arena/battles/${arena.battle.id}`);
-  } catch (error) { showError(error); }
   renderBattle();
+  $("input").focus();
+}
+
+// The stored battle. A stopped reply is committed once its side's decoding notices the stop,
+// which may take it a moment: until each side that had shown something has a reply newer than
+// `before` (its last message before this turn), the page keeps what it shows. A reply stopped
+// before its first piece is not stored at all.
+async function reload(stopped, shown, before) {
+  const settled = (battle, side) => {
+    if (!stopped || !shown[side]) return true;
+    const messages = battle[side].messages;
+    const last = messages[messages.length - 1];
+    return last && last.role === "assistant" && last.id !== before[side];
+  };
+  for (let attempt = 0; attempt < 150; attempt++) {  // up to 30 s
+    try {
+      const battle = await api("GET", `/api/arena/battles/${arena.battle.id}`);
+      if (settled(battle, "a") && settled(battle, "b")) { arena.battle = battle; return; }
+    } catch (error) { showError(error); return; }
+    await new Promise((resolve) => setTimeout(resolve, 200));
+  }
+}
+
+function stop() {
+  if (arena.controller) arena.controller.abort();
 }
 
 function renderVotesHidden() { $("votes").hidden = true; }
@@ -85,6 +124,8 @@ async function vote(choice) {
 }
 
 $("composer").addEventListener("submit", send);
+$("stop").addEventListener("click", stop);
+document.addEventListener("keydown", (event) => { if (event.key === "Escape") stop(); });
 sendOnEnter($("input"), $("composer"));
 $("new").addEventListener("click", () => { arena.battle = null; renderBattle(); newBattle().catch(showError); });
 for (const button of document.querySelectorAll("[data-vote]")) {
