@@ -11,7 +11,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 from llm_tiny import tiny_model_dir  # noqa: E402
-from rejoinder.align.rl.common import kl_k1, kl_k3, masked_mean, whiten  # noqa: E402
+from rejoinder.align.rl.common import kl_k1, kl_k3, masked_mean, reply_logprobs, whiten  # noqa: E402
 from rejoinder.align.rl.grpo import group_normalised  # noqa: E402
 from rejoinder.align.rl.ppo import gae, policy_loss, token_rewards, value_loss  # noqa: E402
 from rejoinder.align.rl.reinforce import reinforce_loss  # noqa: E402
@@ -104,6 +104,48 @@ def test_leave_one_out_and_group_normalised_baselines():
     std = float(torch.tensor([1.0, 2.0, 6.0]).std())
     assert normalised[:3].tolist() == pytest.approx([(1 - 3) / std, (2 - 3) / std, (6 - 3) / std], rel=1e-3)
     assert normalised[3:].tolist() == [0.0, 0.0]  # a group whose replies tie teaches nothing
+
+
+TWO_PROMPTS = ([[11, 12, 13, 14, 15]] * 3 + [[21, 22, 23]] * 2, [4, 2, 3, 4, 1])  # B is left-padded
+ONE_TOKEN_REPLIES = ([[31, 32, 33, 34, 35, 36]] * 4, [1, 1, 1, 1])
+
+
+@pytest.mark.parametrize(("prompts", "reply_lengths"), [TWO_PROMPTS, ONE_TOKEN_REPLIES], ids=["two", "one-token"])
+def test_samples_of_one_prompt_share_its_forward_pass_and_get_the_full_passs_logprobs_and_gradients(
+    tmp_path, prompts, reply_lengths
+):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir(tmp_path / "tiny"), dtype=torch.float32)
+    torch.manual_seed(0)
+    width, reply = max(map(len, prompts)), max(reply_lengths)
+    ids, attention = [], []
+    for prompt, n in zip(prompts, reply_lengths, strict=True):  # left-padded prompts, right-padded replies
+        tokens = torch.randint(40, 300, (n,)).tolist()
+        ids.append([0] * (width - len(prompt)) + prompt + tokens + [0] * (reply - n))
+        attention.append([0] * (width - len(prompt)) + [1] * (len(prompt) + n) + [0] * (reply - n))
+    ids, attention = torch.tensor(ids), torch.tensor(attention)
+    mask = attention[:, width:].float()
+
+    positions = []  # token positions the model computes, per call
+    model.register_forward_pre_hook(lambda _m, _a, kw: positions.append(kw["input_ids"].numel()), with_kwargs=True)
+
+    def run(share: bool) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+        model.zero_grad(set_to_none=True)
+        logprobs, entropy = reply_logprobs(model, ids, attention, width, 0.7, True, share_prompts=share)
+        ((logprobs * mask).sum() + (entropy * mask).sum()).backward()
+        return logprobs.detach() * mask, entropy.detach() * mask, [p.grad.clone() for p in model.parameters()]
+
+    shared = run(True)
+    shared_positions, positions[:] = sum(positions), []
+    full = run(False)
+    distinct = len({tuple(p) for p in prompts})
+    assert shared_positions == distinct * width + len(prompts) * (reply - 1) < sum(positions) == ids.numel()
+    torch.testing.assert_close(shared[0], full[0], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(shared[1], full[1], rtol=1e-5, atol=1e-5)
+    for a, b in zip(shared[2], full[2], strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
 
 
 def test_whitening_ignores_padding():

@@ -7,6 +7,7 @@ ended; padding never). Every per-token quantity below is ``[B, R]`` over the rep
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import torch
@@ -44,6 +45,7 @@ def reply_logprobs(
     reply_start: int,
     temperature: float,
     with_entropy: bool = False,
+    share_prompts: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """log π(y_t | x, y_<t) of each reply token, recomputed by ``model`` at the rollout ``temperature``.
 
@@ -52,13 +54,12 @@ def reply_logprobs(
     are divided by T here too. ``reply_start`` is the column where replies begin (prompts are
     left-padded to it). Returns ``[B, R]`` log-probabilities and, when asked, the entropy of each
     position's distribution.
+
+    Rows that answer the same prompt (the k samples of GRPO and RLOO) share its forward pass: see
+    :func:`reply_logits`. ``share_prompts=False`` computes every row in full.
     """
-    positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)  # left padding: positions start at 0
-    keep = input_ids.shape[1] - reply_start + 1  # only the reply's logits: [B, R+1, V], not [B, T, V]
-    logits = model(
-        input_ids=input_ids, attention_mask=attention_mask, position_ids=positions, logits_to_keep=keep
-    ).logits
-    logits = logits[:, -keep:-1].float() / temperature  # the logits that predicted each reply token
+    logits = reply_logits(model, input_ids, attention_mask, reply_start, share_prompts)
+    logits = logits.float() / temperature
     targets = input_ids[:, reply_start:]
     logp_all = F.log_softmax(logits, dim=-1)
     logprobs = torch.gather(logp_all, 2, targets.unsqueeze(-1)).squeeze(-1)
@@ -66,6 +67,87 @@ def reply_logprobs(
     if with_entropy:
         entropy = -(logp_all.exp() * logp_all).sum(-1)
     return logprobs, entropy
+
+
+def reply_logits(
+    model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, reply_start: int, share_prompts: bool = True
+) -> torch.Tensor:
+    """The ``[B, R, V]`` logits that predicted each reply token (of the prompt's last position, then
+    of the reply's own positions but the last); only these are computed, not ``[B, T, V]``.
+
+    Prompt sharing: when several rows carry the same prompt, each distinct prompt goes through the
+    model once, its key/value cache is copied to the rows that share it, and only the replies are run
+    on top. A prompt of P tokens answered k times then costs P, not k·P, token positions, in the
+    forward pass and in the backward pass, whose gradients reach the one prompt computation through
+    the copies (summed over its rows, exactly as k separate passes would give them). The result is
+    the full pass's up to floating-point rounding; it is used where the model keeps a cache in its
+    forward pass (not under gradient checkpointing, not past a sliding attention window).
+    """
+    positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)  # left padding: positions start at 0
+    groups = _prompt_groups(model, input_ids, attention_mask, reply_start) if share_prompts else None
+    if groups is None:
+        keep = input_ids.shape[1] - reply_start + 1
+        logits = model(
+            input_ids=input_ids, attention_mask=attention_mask, position_ids=positions, logits_to_keep=keep
+        ).logits
+        return logits[:, -keep:-1]
+    first, inverse = groups  # a row of each distinct prompt; each row's distinct prompt
+    prompt = model(
+        input_ids=input_ids[first, :reply_start],
+        attention_mask=attention_mask[first, :reply_start],
+        position_ids=positions[first, :reply_start],
+        use_cache=True,
+        logits_to_keep=1,
+    )
+    predicted_first = prompt.logits[inverse, -1:]  # the prompt's last position predicts each reply's first token
+    if input_ids.shape[1] - reply_start == 1:
+        return predicted_first
+    cache = getattr(prompt, "cache", None) or prompt.past_key_values  # transformers 5 renamed it
+    cache.reorder_cache(inverse)  # one copy of the prompt's keys and values per row
+    rest = model(
+        input_ids=input_ids[:, reply_start:-1],  # the last reply token predicts nothing we need
+        attention_mask=attention_mask[:, :-1],
+        position_ids=positions[:, reply_start:-1],
+        use_cache=True,
+        **{_cache_argument(model): cache},
+    ).logits
+    return torch.cat([predicted_first, rest], dim=1)
+
+
+def _prompt_groups(
+    model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, reply_start: int
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(one row index per distinct prompt, the distinct prompt of each row), or None where sharing
+    saves nothing (every prompt distinct) or cannot be used with this model here."""
+    if torch.is_grad_enabled() and _checkpointed(model):
+        return None  # checkpointed layers keep no cache
+    window = getattr(getattr(model, "config", None), "sliding_window", None)
+    if isinstance(window, int) and input_ids.shape[1] > window:
+        return None  # a sliding-window cache drops the prompt's early positions
+    prompts = torch.cat([input_ids[:, :reply_start], attention_mask[:, :reply_start]], dim=1)
+    unique, inverse = torch.unique(prompts, dim=0, return_inverse=True)
+    if len(unique) == len(prompts):
+        return None
+    first = torch.full((len(unique),), len(prompts), dtype=torch.long).scatter_reduce(
+        0, inverse, torch.arange(len(prompts)), reduce="amin"
+    )
+    return first, inverse
+
+
+def _checkpointed(model: Any) -> bool:
+    """Whether ``model`` recomputes its activations in the backward pass (transformers renamed the flag)."""
+    for name in ("is_activation_checkpointing", "is_gradient_checkpointing"):
+        for candidate in (model, getattr(model, "get_base_model", lambda: None)()):
+            if candidate is not None and name in dir(type(candidate)):
+                return bool(getattr(candidate, name))
+    return False
+
+
+def _cache_argument(model: Any) -> str:
+    """The forward pass's name for the key/value cache: ``cache`` since transformers 5.x, else
+    ``past_key_values`` (a peft wrapper's own signature names neither: its base model's does)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
 
 
 def kl_k1(logprobs: torch.Tensor, ref_logprobs: torch.Tensor) -> torch.Tensor:
