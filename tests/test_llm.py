@@ -496,3 +496,22 @@ def test_nucleus_sampling_draws_only_from_the_smallest_set_reaching_top_p(backen
     request = _Request([], params, Cancel(), torch)
     drawn = {backend.engine._sample(request, logits)[0] for _ in range(300)}
     assert drawn == {0, 1}
+
+
+def test_seeded_rows_draw_from_the_whole_distribution_with_its_frequencies_and_repeat_with_their_seed():
+    import torch
+
+    from rejoinder.llm.backends.torch import _inverse_cdf
+
+    probs = torch.tensor([[0.5, 0.0, 0.3, 0.2, 0.0], [0.0, 0.0, 0.0, 0.0, 1.0]])
+    generator = torch.Generator().manual_seed(1)
+    drawn = [_inverse_cdf(torch, probs[:1], [generator])[0] for _ in range(4000)]
+    counts = [drawn.count(k) / len(drawn) for k in range(5)]
+    assert counts[1] == counts[4] == 0.0  # probability 0 is never drawn
+    assert counts[0] == pytest.approx(0.5, abs=0.03) and counts[2] == pytest.approx(0.3, abs=0.03)
+    assert _inverse_cdf(torch, probs, [torch.Generator().manual_seed(1)] * 2)[1] == 4
+
+    def seeded() -> list:
+        return [torch.Generator().manual_seed(seed) for seed in (5, 6)]
+
+    assert _inverse_cdf(torch, probs, seeded()) == _inverse_cdf(torch, probs, seeded())
