@@ -101,6 +101,36 @@ def test_concurrent_requests_are_decoded_in_one_batch_with_the_same_tokens_as_al
     assert backend.engine.peak_batch >= 2
 
 
+def test_requests_with_one_prompt_that_arrive_together_share_one_prefill_and_each_draw_with_its_own_seed(tmp_path):
+    import torch
+
+    from rejoinder.llm.backends.torch import _Request
+
+    backend = tiny_backend(tmp_path)
+    engine = backend.engine
+    ids = backend.chat_ids([{"role": "user", "content": "Tell me a joke about cats and dogs."}])
+    seeded = [GenerationParams(max_new_tokens=8, temperature=1.0, repetition_penalty=1.0, seed=s) for s in (1, 2, 3)]
+    alone = [list(backend.stream_ids(ids, params)) for params in seeded]
+    greedy_alone = list(backend.stream_ids(ids, GREEDY))
+    prefills = []
+    original = engine._prefill
+    engine._prefill = lambda prompt: prefills.append(len(prompt)) or original(prompt)
+    queued = [_Request(ids, params, Cancel(), torch) for params in seeded]
+    for request in queued:  # waiting before the decoder wakes: all four arrive in one admission
+        engine.pending.put(request)
+    greedy = list(backend.stream_ids(ids, GREEDY))
+    together = []
+    for request in queued:
+        tokens = []
+        while (item := request.out.get(timeout=60)) is not None:
+            tokens.append(item)
+        together.append(tokens)
+    assert prefills == [len(ids)]
+    assert greedy == greedy_alone
+    assert [t[:1] for t in together] == [t[:1] for t in alone]  # the first draws come from the shared logits
+    assert len({tuple(t) for t in together}) > 1  # each its own seed
+
+
 def test_cancelling_stops_the_generation_early(backend):
     cancel = Cancel()
     ids = backend.chat_ids([{"role": "user", "content": "Hello"}])

@@ -234,16 +234,26 @@ class BatchEngine:
                     waiting.finish(reason="cancelled")
 
     def _admit(self, rows: list[_Request], cache: Any, mask: Any) -> tuple[list[_Request], Any, Any]:
+        """Prefill the arrivals and join them to the batch. Arrivals with the same prompt (the
+        samples of one RL prompt, the ``n`` replies of one request) share one prefill: the prompt
+        goes through the model once, and each draws its first token, with its own parameters and
+        seed, from the same logits."""
+        same_prompt: dict[tuple[int, ...], list[_Request]] = {}
         for request in take_arrivals(self.pending, len(rows), self.max_batch, self._closed):
+            same_prompt.setdefault(tuple(request.ids), []).append(request)
+        for ids, requests in same_prompt.items():
             try:
-                output = self._prefill(request.ids)
+                output = self._prefill(list(ids))
             except Exception as exc:
-                request.finish(exc)
+                for request in requests:
+                    request.finish(exc)
                 continue
-            token, logprob = self._sample(request, output.logits[0, -1])
-            if self._emit(request, token, logprob):
-                continue
-            rows, cache, mask = self._join(rows, cache, mask, request, self._cache_of(output))
+            own = self._cache_of(output)
+            logits = output.logits[0, -1][None, :].repeat(len(requests), 1)
+            for request, (token, logprob) in zip(requests, self._sample_rows(requests, logits), strict=True):
+                if self._emit(request, token, logprob):
+                    continue
+                rows, cache, mask = self._join(rows, cache, mask, request, own)
         return rows, cache, mask
 
     def _prefill(self, ids: list[int]) -> Any:
