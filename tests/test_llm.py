@@ -131,6 +131,43 @@ def test_requests_with_one_prompt_that_arrive_together_share_one_prefill_and_eac
     assert len({tuple(t) for t in together}) > 1  # each its own seed
 
 
+@pytest.mark.parametrize("stored", [True, False], ids=["on-stored-beginnings", "no-prefix-cache"])
+def test_distinct_prompts_that_arrive_together_are_prefilled_in_one_pass_with_the_same_tokens_as_alone(
+    tmp_path, stored
+):
+    import torch
+
+    from rejoinder.llm.backends.torch import _Request
+
+    reference = tiny_backend(tmp_path / "reference", prefix_cache_bytes=0)  # the same weights, nothing stored
+    backend = tiny_backend(tmp_path / "tested", **({} if stored else {"prefix_cache_bytes": 0}))
+    engine = backend.engine
+    chats = ["Hello", "Tell me a joke about cats and dogs.", "I lost my card yesterday, please block it.", "Hi"]
+    beginnings = [backend.chat_ids([{"role": "user", "content": c}]) for c in chats]
+    more = backend.chat_ids([{"role": "user", "content": "and one more thing, please"}])[-6:]
+    ids = [b + more[: k + 1] for k, b in enumerate(beginnings)]  # rests of 1 to 4 tokens past each beginning
+    alone = [list(reference.stream_ids(i, GREEDY)) for i in ids]
+    for b in beginnings:  # stored beginnings of four lengths
+        list(backend.stream_ids(b, GenerationParams(max_new_tokens=1, temperature=0)))
+    calls = {"together": 0, "one": 0}
+    together_prefill, one_prefill = engine._prefill_together, engine._prefill
+    engine._prefill_together = lambda p: calls.__setitem__("together", calls["together"] + 1) or together_prefill(p)
+    engine._prefill = lambda p: calls.__setitem__("one", calls["one"] + 1) or one_prefill(p)
+    hits = engine.prefixes.hits
+    queued = [_Request(i, GREEDY, Cancel(), torch) for i in ids[1:]]
+    for request in queued:  # waiting before the decoder wakes: all four arrive in one admission
+        engine.pending.put(request)
+    together = [list(backend.stream_ids(ids[0], GREEDY))]
+    for request in queued:
+        tokens = []
+        while (item := request.out.get(timeout=60)) is not None:
+            tokens.append(item)
+        together.append(tokens)
+    assert calls == {"together": 1, "one": 0}
+    assert engine.prefixes.hits - hits == (4 if stored else 0)
+    assert together == alone
+
+
 def test_cancelling_stops_the_generation_early(backend):
     cancel = Cancel()
     ids = backend.chat_ids([{"role": "user", "content": "Hello"}])

@@ -234,27 +234,103 @@ class BatchEngine:
                     waiting.finish(reason="cancelled")
 
     def _admit(self, rows: list[_Request], cache: Any, mask: Any) -> tuple[list[_Request], Any, Any]:
-        """Prefill the arrivals and join them to the batch. Arrivals with the same prompt (the
-        samples of one RL prompt, the ``n`` replies of one request) share one prefill: the prompt
-        goes through the model once, and each draws its first token, with its own parameters and
-        seed, from the same logits."""
+        """Prefill the arrivals and join them to the batch.
+
+        Arrivals with the same prompt (the samples of one RL prompt, the ``n`` replies of one
+        request) share one prefill: the prompt goes through the model once, and each draws its first
+        token, with its own parameters and seed, from the same logits. Distinct prompts that arrive
+        together (chats that start at once) are prefilled in one forward pass rather than one each.
+        """
         same_prompt: dict[tuple[int, ...], list[_Request]] = {}
         for request in take_arrivals(self.pending, len(rows), self.max_batch, self._closed):
             same_prompt.setdefault(tuple(request.ids), []).append(request)
-        for ids, requests in same_prompt.items():
-            try:
-                output = self._prefill(list(ids))
-            except Exception as exc:
-                for request in requests:
+        if not same_prompt:
+            return rows, cache, mask
+        prompts = [list(ids) for ids in same_prompt]
+        try:
+            if len(prompts) > 1 and self.batchable:
+                logits, own, own_mask = self._prefill_together(prompts)
+                prefilled = [(logits[g], _rows_of(own, g), own_mask[g : g + 1]) for g in range(len(prompts))]
+            else:
+                prefilled = []
+                for ids in prompts:
+                    output = self._prefill(ids)
+                    prefilled.append((output.logits[0, -1], self._cache_of(output), None))
+        except Exception as exc:  # a prompt the model cannot take fails its own requests only
+            if len(prompts) == 1:
+                for request in next(iter(same_prompt.values())):
                     request.finish(exc)
+                return rows, cache, mask
+            prefilled = []
+            for ids in prompts:  # one at a time, so that only the failing prompt's requests fail
+                try:
+                    output = self._prefill(ids)
+                    prefilled.append((output.logits[0, -1], self._cache_of(output), None))
+                except Exception as one:
+                    prefilled.append(one)
+        for requests, done in zip(same_prompt.values(), prefilled, strict=True):
+            if isinstance(done, BaseException):
+                for request in requests:
+                    request.finish(done)
                 continue
-            own = self._cache_of(output)
-            logits = output.logits[0, -1][None, :].repeat(len(requests), 1)
-            for request, (token, logprob) in zip(requests, self._sample_rows(requests, logits), strict=True):
+            last, own, own_mask = done
+            drawn = self._sample_rows(requests, last[None, :].repeat(len(requests), 1))
+            for request, (token, logprob) in zip(requests, drawn, strict=True):
                 if self._emit(request, token, logprob):
                     continue
-                rows, cache, mask = self._join(rows, cache, mask, request, own)
+                rows, cache, mask = self._join(rows, cache, mask, request, own, own_mask)
         return rows, cache, mask
+
+    def _prefill_together(self, prompts: list[list[int]]) -> tuple[Any, Any, Any]:
+        """One forward pass over several prompts, each on top of its stored beginning (if any):
+        (each prompt's last logits ``[n, V]``, the cache ``[n, ..., W, ...]``, its mask ``[n, W]``).
+
+        Row ``i`` is laid out as ``[padding | stored beginning | padding | rest of the prompt]``: the
+        stored beginnings are left-padded to the longest, the rests too, and the mask hides the
+        padding, so every row ends at the last column and its positions are its own."""
+        torch = self.torch
+        found = [self.prefixes.find(ids) for ids in prompts]
+        commons = [min(f[1], len(ids) - 1) if f is not None else 0 for f, ids in zip(found, prompts, strict=True)]
+        stored, fresh = max(commons), max(len(ids) - c for ids, c in zip(prompts, commons, strict=True))
+        ids_rows, mask_rows, positions = [], [], []
+        for ids, common in zip(prompts, commons, strict=True):
+            rest = ids[common:]
+            ids_rows.append([0] * (fresh - len(rest)) + rest)
+            mask_rows.append([0] * (stored - common) + [1] * common + [0] * (fresh - len(rest)) + [1] * len(rest))
+            positions.append([0] * (fresh - len(rest)) + list(range(common, len(ids))))
+        extra: dict[str, Any] = {"logits_to_keep": 1} if self._keep_last else {}
+        if stored:
+            model_layers = next(f[0] for f in found if f is not None)
+            layers = []
+            for index, (k0, v0) in enumerate(model_layers):
+                keys, values = [], []
+                for f, common in zip(found, commons, strict=True):
+                    if f is not None and common:
+                        k, v = f[0][index][0][:, :, :common], f[0][index][1][:, :, :common]
+                    else:
+                        k, v = k0[:, :, :0], v0[:, :, :0]
+                    keys.append(_left_pad(torch, k, stored - common))
+                    values.append(_left_pad(torch, v, stored - common))
+                layers.append((torch.cat(keys), torch.cat(values)))
+            extra[self._cache_arg] = _growing_cache(layers)
+            self.prefixes.hits += sum(1 for c in commons if c)
+            self.prefixes.reused_tokens += sum(commons)
+        mask = torch.tensor(mask_rows, device=self.device)
+        output = self.model(
+            input_ids=torch.tensor(ids_rows, device=self.device),
+            attention_mask=mask,
+            position_ids=torch.tensor(positions, device=self.device),
+            use_cache=True,
+            **extra,
+        )
+        own = self._cache_of(output)
+        if self.prefixes.max_bytes > 0:
+            for i, (ids, f) in enumerate(zip(prompts, found, strict=True)):
+                columns = mask[i].nonzero().squeeze(1)
+                layers = [(layer.keys[i : i + 1][:, :, columns].clone(), layer.values[i : i + 1][:, :, columns].clone())
+                          for layer in own.layers]  # fmt: skip
+                self.prefixes.put(ids, layers, replaces=f[2] if f is not None else None)
+        return output.logits[:, -1], own, mask
 
     def _prefill(self, ids: list[int]) -> Any:
         """The model's output over the prompt ``ids``, reusing a stored prompt's cache for its beginning."""
@@ -282,15 +358,21 @@ class BatchEngine:
             self.prefixes.put(ids, layers, replaces=reused)
         return output
 
-    def _join(self, rows: list[_Request], cache: Any, mask: Any, request: _Request, own: Any) -> tuple[list, Any, Any]:
+    def _join(
+        self, rows: list[_Request], cache: Any, mask: Any, request: _Request, own: Any, own_mask: Any = None
+    ) -> tuple[list, Any, Any]:
+        """Add ``request`` to the batch: its cache ``own`` (one row; ``own_mask`` its columns, all
+        real when None) and the batch's are left-padded to one width."""
         torch = self.torch
+        if own_mask is None:
+            own_mask = self._ones(1, request.position)
         if not rows and not self.batchable:
-            return [request], own, self._ones(1, request.position)  # sliding windows: as is
+            return [request], own, own_mask  # sliding windows: as is
         if not rows:
             pairs = [(layer.keys, layer.values) for layer in own.layers]
-            return [request], _growing_cache(pairs), self._ones(1, request.position)
+            return [request], _growing_cache(pairs), own_mask
 
-        width, extra = mask.shape[1], request.position
+        width, extra = mask.shape[1], own_mask.shape[1]
         total = max(width, extra)
         layers = []
         for batch_layer, own_layer in zip(cache.layers, own.layers, strict=True):
@@ -303,7 +385,7 @@ class BatchEngine:
         mask = torch.cat(
             [
                 torch.nn.functional.pad(mask, (total - width, 0)),
-                torch.nn.functional.pad(self._ones(1, extra), (total - extra, 0)),
+                torch.nn.functional.pad(own_mask, (total - extra, 0)),
             ]
         )
         return [*rows, request], _growing_cache(layers), mask
@@ -465,6 +547,16 @@ class BatchEngine:
             request.finish(reason="length")
             return True
         return False
+
+
+def _rows_of(cache: Any, row: int) -> Any:
+    """Row ``row`` of a batch's cache, as a one-row cache (views, not copies)."""
+    from types import SimpleNamespace
+
+    layers = [
+        SimpleNamespace(keys=layer.keys[row : row + 1], values=layer.values[row : row + 1]) for layer in cache.layers
+    ]
+    return SimpleNamespace(layers=layers)
 
 
 def _inverse_cdf(torch: Any, probs: Any, generators: Sequence[Any]) -> list[int]:
