@@ -231,7 +231,10 @@ def run_server_side(side: str, args: argparse.Namespace) -> dict[str, Any]:
 def stop_group(process: subprocess.Popen) -> None:
     """Stop the server and every process it started (vLLM's engine runs in a child), and wait until
     they are all gone: a side still shutting down would load the machine while the next one is measured."""
-    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+    except ProcessLookupError:  # it exited on its own (a server that failed to start)
+        return
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         process.poll()
