@@ -168,6 +168,16 @@ def test_distinct_prompts_that_arrive_together_are_prefilled_in_one_pass_with_th
     assert together == alone
 
 
+def test_prompts_prefilled_together_stay_within_the_token_budget_and_a_long_one_goes_alone(backend, monkeypatch):
+    from rejoinder.llm.backends import torch as engine_module
+
+    monkeypatch.setattr(engine_module, "PREFILL_TOKENS", 100)
+    prompts = [[1] * 20, [2] * 30, [3] * 10, [4] * 90, [5] * 40, [6] * 40]
+    groups = backend.engine._prefill_groups(prompts)
+    assert [[len(p) for p in g] for g in groups] == [[20, 30, 10], [90], [40, 40]]
+    assert all(len(g) * max(map(len, g)) <= 100 or len(g) == 1 for g in groups)
+
+
 def test_cancelling_stops_the_generation_early(backend):
     cancel = Cancel()
     ids = backend.chat_ids([{"role": "user", "content": "Hello"}])

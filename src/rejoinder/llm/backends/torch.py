@@ -35,6 +35,9 @@ from rejoinder.llm.models import ModelRef, dequantised_dir, quiet_transformers
 
 MAX_BATCH = 16
 PREFIX_CACHE_BYTES = 256 << 20
+PREFILL_TOKENS = 2048
+"""Prompts prefilled in one forward pass take at most this many token positions (rows x the longest,
+padding included); a longer prompt goes alone, so that its memory is what it would be alone."""
 """Memory for the key/value caches of recent prompts (0: no prefix cache)."""
 MIN_PREFIX = 16
 """Shared tokens below which a cached prompt is not worth reusing."""
@@ -247,27 +250,21 @@ class BatchEngine:
         if not same_prompt:
             return rows, cache, mask
         prompts = [list(ids) for ids in same_prompt]
-        try:
-            if len(prompts) > 1 and self.batchable:
-                logits, own, own_mask = self._prefill_together(prompts)
-                prefilled = [(logits[g], _rows_of(own, g), own_mask[g : g + 1]) for g in range(len(prompts))]
-            else:
-                prefilled = []
-                for ids in prompts:
-                    output = self._prefill(ids)
-                    prefilled.append((output.logits[0, -1], self._cache_of(output), None))
-        except Exception as exc:  # a prompt the model cannot take fails its own requests only
-            if len(prompts) == 1:
-                for request in next(iter(same_prompt.values())):
-                    request.finish(exc)
-                return rows, cache, mask
-            prefilled = []
-            for ids in prompts:  # one at a time, so that only the failing prompt's requests fail
+        prefilled: list[Any] = []
+        for group in self._prefill_groups(prompts):
+            try:
+                if len(group) > 1:
+                    logits, own, own_mask = self._prefill_together(group)
+                    prefilled += [(logits[g], _rows_of(own, g), own_mask[g : g + 1]) for g in range(len(group))]
+                    continue
+            except Exception:  # one at a time below, so that only a failing prompt's requests fail
+                pass
+            for ids in group:
                 try:
                     output = self._prefill(ids)
                     prefilled.append((output.logits[0, -1], self._cache_of(output), None))
-                except Exception as one:
-                    prefilled.append(one)
+                except Exception as exc:
+                    prefilled.append(exc)
         for requests, done in zip(same_prompt.values(), prefilled, strict=True):
             if isinstance(done, BaseException):
                 for request in requests:
@@ -280,6 +277,20 @@ class BatchEngine:
                     continue
                 rows, cache, mask = self._join(rows, cache, mask, request, own, own_mask)
         return rows, cache, mask
+
+    def _prefill_groups(self, prompts: list[list[int]]) -> list[list[list[int]]]:
+        """The prompts in arrival order, cut into groups that one forward pass takes together (at
+        most :data:`PREFILL_TOKENS` positions each; one prompt each where batches cannot be padded)."""
+        if not self.batchable:
+            return [[ids] for ids in prompts]
+        groups: list[list[list[int]]] = []
+        for ids in prompts:
+            group = groups[-1] if groups else None
+            if group and (len(group) + 1) * max(len(ids), *map(len, group)) <= PREFILL_TOKENS:
+                group.append(ids)
+            else:
+                groups.append([ids])
+        return groups
 
     def _prefill_together(self, prompts: list[list[int]]) -> tuple[Any, Any, Any]:
         """One forward pass over several prompts, each on top of its stored beginning (if any):
