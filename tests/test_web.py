@@ -45,26 +45,30 @@ HOSTILE = '<script>window.pwned = 1</script> <img src=x onerror="window.pwned = 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("web")
-    config = tmp / "server.yaml"
-    config.write_text(
-        "prepare: true\n"
+    process = serve(
+        tmp_path_factory.mktemp("web"),
         "arena: [eliza-1966, eliza]\n"
         "bots:\n"
         f"  - {{name: eliza-1966, bot: eliza, options: {{script: '{DOCTOR_1966}'}}}}\n"
         "  - {name: eliza, bot: eliza}\n"
         "  - {name: bank, bot: bank, options: {embedder: hashing}}\n"
         "  - {name: assistant, bot: assistant, options: {max_new_tokens: 400}}\n",
-        encoding="utf-8",
     )
+    yield process
+    process.stop()
+
+
+def serve(tmp: Path, config: str) -> ServerProcess:
+    """``rejoinder serve`` on ``config`` (the bots prepared before it answers), its database in ``tmp``."""
+    path = tmp / "server.yaml"
+    path.write_text("prepare: true\n" + config, encoding="utf-8")
     db_url = f"sqlite:///{tmp / 'web.db'}"
-    process = ServerProcess(config, db_url)
+    process = ServerProcess(path, db_url)
     process.env["REJOINDER_HOME"] = str(tmp / "home")
     process.wait_ready(timeout=600)
     process.db_url = db_url
     process.tmp = tmp
-    yield process
-    process.stop()
+    return process
 
 
 @pytest.fixture(scope="module")
@@ -330,21 +334,13 @@ def test_an_arena_vote_reveals_the_names_and_reaches_the_export_and_the_leaderbo
 @pytest.fixture(scope="module")
 def assistant_arena(tmp_path_factory):
     """A server whose arena is two variants of the assistant: replies long enough to stop."""
-    tmp = tmp_path_factory.mktemp("web-arena")
-    config = tmp / "server.yaml"
-    config.write_text(
-        "prepare: true\n"
+    process = serve(
+        tmp_path_factory.mktemp("web-arena"),
         "arena: [assistant, assistant-warm]\n"
         "bots:\n"
         "  - {name: assistant, bot: assistant, options: {max_new_tokens: 400}}\n"
         "  - {name: assistant-warm, bot: assistant, options: {max_new_tokens: 400, temperature: 1.0}}\n",
-        encoding="utf-8",
     )
-    db_url = f"sqlite:///{tmp / 'arena.db'}"
-    process = ServerProcess(config, db_url)
-    process.env["REJOINDER_HOME"] = str(tmp / "home")
-    process.wait_ready(timeout=600)
-    process.db_url = db_url
     yield process
     process.stop()
 

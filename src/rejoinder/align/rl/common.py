@@ -7,11 +7,12 @@ ended; padding never). Every per-token quantity below is ``[B, R]`` over the rep
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+
+from rejoinder.llm.backends.torch import cache_argument, cache_of
 
 
 def masked_mean(values: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> torch.Tensor:
@@ -102,14 +103,14 @@ def reply_logits(
     predicted_first = prompt.logits[inverse, -1:]  # the prompt's last position predicts each reply's first token
     if input_ids.shape[1] - reply_start == 1:
         return predicted_first
-    cache = getattr(prompt, "cache", None) or prompt.past_key_values  # transformers 5 renamed it
+    cache = cache_of(prompt)
     cache.reorder_cache(inverse)  # one copy of the prompt's keys and values per row
     rest = model(
         input_ids=input_ids[:, reply_start:-1],  # the last reply token predicts nothing we need
         attention_mask=attention_mask[:, :-1],
         position_ids=positions[:, reply_start:-1],
         use_cache=True,
-        **{_cache_argument(model): cache},
+        **{cache_argument(model): cache},
     ).logits
     return torch.cat([predicted_first, rest], dim=1)
 
@@ -141,13 +142,6 @@ def _checkpointed(model: Any) -> bool:
             if candidate is not None and name in dir(type(candidate)):
                 return bool(getattr(candidate, name))
     return False
-
-
-def _cache_argument(model: Any) -> str:
-    """The forward pass's name for the key/value cache: ``cache`` since transformers 5.x, else
-    ``past_key_values`` (a peft wrapper's own signature names neither: its base model's does)."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
 
 
 def kl_k1(logprobs: torch.Tensor, ref_logprobs: torch.Tensor) -> torch.Tensor:

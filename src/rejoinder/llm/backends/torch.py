@@ -150,7 +150,7 @@ class BatchEngine:
         self.batchable = not any("sliding" in str(t) for t in layer_types)
         self.max_batch = max_batch if self.batchable else 1
         parameters = inspect.signature(model.forward).parameters
-        self._cache_arg = "cache" if "cache" in parameters else "past_key_values"  # transformers 5 renamed it
+        self._cache_arg = cache_argument(model)
         self._keep_last = "logits_to_keep" in parameters
         self.prefixes = PrefixCache(torch, prefix_cache_bytes if self.batchable else 0)
         self.peak_batch = 0  # the most sequences decoded in one step so far
@@ -262,7 +262,7 @@ class BatchEngine:
             for ids in group:
                 try:
                     output = self._prefill(ids)
-                    prefilled.append((output.logits[0, -1], self._cache_of(output), None))
+                    prefilled.append((output.logits[0, -1], cache_of(output), None))
                 except Exception as exc:
                     prefilled.append(exc)
         for requests, done in zip(same_prompt.values(), prefilled, strict=True):
@@ -334,7 +334,7 @@ class BatchEngine:
             use_cache=True,
             **extra,
         )
-        own = self._cache_of(output)
+        own = cache_of(output)
         if self.prefixes.max_bytes > 0:
             for i, (ids, f) in enumerate(zip(prompts, found, strict=True)):
                 columns = mask[i].nonzero().squeeze(1)
@@ -364,7 +364,7 @@ class BatchEngine:
             self.prefixes.hits += 1
             self.prefixes.reused_tokens += common
         if self.prefixes.max_bytes > 0:
-            own = self._cache_of(output)
+            own = cache_of(output)
             layers = [(layer.keys.clone(), layer.values.clone()) for layer in own.layers]
             self.prefixes.put(ids, layers, replaces=reused)
         return output
@@ -428,7 +428,7 @@ class BatchEngine:
             use_cache=True,
             **{self._cache_arg: cache},
         )
-        cache = self._cache_of(output)
+        cache = cache_of(output)
         logits = output.logits[:, -1]
         finished = []
         for row, (token, logprob) in zip(rows, self._sample_rows(rows, logits), strict=True):
@@ -439,11 +439,6 @@ class BatchEngine:
 
     def _ones(self, rows: int, columns: int) -> Any:
         return self.torch.ones(rows, columns, dtype=self.torch.long, device=self.device)
-
-    @staticmethod
-    def _cache_of(output: Any) -> Any:
-        cache = getattr(output, "cache", None)
-        return cache if cache is not None else output.past_key_values
 
     def _sample(self, request: _Request, logits: Any) -> tuple[int, float | None]:
         """One sequence's next token (and its log-probability, when asked for) from its 1-D logits."""
@@ -558,6 +553,19 @@ class BatchEngine:
             request.finish(reason="length")
             return True
         return False
+
+
+def cache_argument(model: Any) -> str:
+    """The forward pass's name for the key/value cache: ``cache`` since transformers 5.x, else
+    ``past_key_values`` (a peft wrapper's own signature names neither: its base model's does)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+
+
+def cache_of(output: Any) -> Any:
+    """The key/value cache a forward pass returned (``cache`` since transformers 5.x, else ``past_key_values``)."""
+    cache = getattr(output, "cache", None)
+    return cache if cache is not None else output.past_key_values
 
 
 def _rows_of(cache: Any, row: int) -> Any:
